@@ -1,0 +1,206 @@
+// Package store is the event store: where mapped records land, where a day
+// becomes visible atomically, and where everything that must survive a
+// Redis flush lives (days loaded, their counts, run history, usage).
+//
+// PostgreSQL (package store/postgres) is the production store, DuckDB
+// (store/duckdb) the embedded one; both pass the suite in store/storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sluicehq/sluice/schemas"
+)
+
+// Run and day statuses, named as the seed product names them.
+const (
+	StatusScheduled   = "IMPORT_SCHEDULED"   // requested, waiting for an extractor
+	StatusStarted     = "IMPORT_STARTED"     // the extractor runs the query
+	StatusDownloaded  = "DOWNLOAD_COMPLETED" // every row extracted
+	StatusSuccessful  = "IMPORT_SUCCESSFUL"  // the day is visible with this run's rows
+	StatusLoadedEmpty = "LOADED_EMPTY_DATA"  // the day is visible and has no rows
+	StatusNoDataYet   = "NO_DATA_YET"        // the schedule window closed without rows
+	StatusFailed      = "FAILED"             // see ErrorCategory
+	StatusSuperseded  = "SUPERSEDED"         // a newer run of the day won
+)
+
+// ErrNotFound is returned when a run or day does not exist (in that project).
+var ErrNotFound = errors.New("not found")
+
+// RunEnd says an extraction finished: Batches ROWS batches holding Rows rows.
+type RunEnd struct {
+	RunID     string
+	ExtractID string
+	Project   string
+	Ingestion string
+	Type      string // events | metrics
+	Date      string // YYYY-MM-DD
+	Trigger   string
+	Fence     int64
+	Batches   int64
+	Rows      int64
+	// MaxRejectedShare fails the run instead of swapping when more than this
+	// share of its rows was rejected.
+	MaxRejectedShare float64
+	At               time.Time
+}
+
+// Outcome is what CompleteRun did.
+type Outcome int
+
+const (
+	// Incomplete: not every batch of the extraction is staged yet.
+	Incomplete Outcome = iota
+	// Swapped: the day now shows this extraction's rows.
+	Swapped
+	// AlreadyDone: this extraction was completed before (a redelivery).
+	AlreadyDone
+	// Stale: a run with a newer fence already owns the day; nothing changed.
+	Stale
+	// TooManyRejected: the run failed on the rejected-rows threshold.
+	TooManyRejected
+)
+
+// RunUpdate moves a run forward. Stages never go backwards: an update to an
+// earlier stage than the run's current one (a redelivery) is ignored.
+type RunUpdate struct {
+	RunID         string
+	Project       string
+	Ingestion     string
+	Type          string
+	Date          string
+	Trigger       string
+	Fence         int64
+	Status        string
+	ErrorCategory string
+	ErrorMessage  string
+	Message       string
+	At            time.Time
+}
+
+// Run is one attempt to load a day.
+type Run struct {
+	RunID         string           `json:"runID"`
+	Project       string           `json:"project"`
+	Ingestion     string           `json:"source"`
+	Type          string           `json:"type"`
+	Date          string           `json:"ds"`
+	Trigger       string           `json:"trigger"`
+	Fence         int64            `json:"fence"`
+	Status        string           `json:"latestStatus"`
+	ExtractID     string           `json:"extractID,omitempty"`
+	Extracted     int64            `json:"extracted"`
+	Mapped        int64            `json:"mapped"`
+	Rejected      map[string]int64 `json:"rejected"`
+	ErrorCategory string           `json:"errorCategory,omitempty"`
+	ErrorMessage  string           `json:"errorMessage,omitempty"`
+	Message       string           `json:"message,omitempty"`
+	History       []Stage          `json:"runHistory"`
+	CreatedAt     time.Time        `json:"createdAt"`
+	UpdatedAt     time.Time        `json:"updatedAt"`
+}
+
+// Stage is one status a run passed through.
+type Stage struct {
+	Status string    `json:"status"`
+	At     time.Time `json:"timestamp"`
+}
+
+// Day is one (ingestion, date) partition as it stands.
+type Day struct {
+	Project         string           `json:"project"`
+	Ingestion       string           `json:"source"`
+	Type            string           `json:"dataset"`
+	Date            string           `json:"ds"`
+	Status          string           `json:"status"`
+	Message         string           `json:"message,omitempty"`
+	ErrorCategory   string           `json:"errorCategory,omitempty"`
+	ErrorMessage    string           `json:"error_message,omitempty"`
+	VisibleRunID    string           `json:"runID,omitempty"`
+	Fence           int64            `json:"fence"`
+	Extracted       int64            `json:"extracted"` // warehouse rows at load
+	RowsLoaded      int64            `json:"rowCount"`
+	Rejected        map[string]int64 `json:"rejected"`
+	FirstLoadedAt   *time.Time       `json:"firstLoadedAt,omitempty"`
+	LastLoadedAt    *time.Time       `json:"timestamp,omitempty"`
+	WarehouseCount  *int64           `json:"warehouseCountNow,omitempty"`
+	WarehouseAt     *time.Time       `json:"warehouseCheckedAt,omitempty"`
+	Fingerprint     string           `json:"fingerprint,omitempty"`   // warehouse fingerprint at load, when known
+	WarehouseFinger string           `json:"fingerprintNow,omitempty"` // latest watched fingerprint
+}
+
+// DayFilter selects days of one project. Empty fields match all.
+type DayFilter struct {
+	Project   string
+	Ingestion string
+	Type      string
+	From, To  string // inclusive YYYY-MM-DD bounds
+	// LoadedSince keeps days first loaded at or after this time.
+	LoadedSince time.Time
+}
+
+// RunFilter selects runs of one project, newest first.
+type RunFilter struct {
+	Project   string
+	Ingestion string
+	Date      string
+	Limit     int
+}
+
+// Store is the event store.
+type Store interface {
+	// Migrate creates or upgrades the store's tables. Idempotent.
+	Migrate(ctx context.Context) error
+
+	// StageBatches writes the records of ROWS batches under their
+	// extraction, in one transaction. A batch (extract_id, seq) staged
+	// before is skipped, so redelivery changes nothing. Staged rows are
+	// invisible to readers until CompleteRun swaps them in.
+	StageBatches(ctx context.Context, batches []*schemas.MappedBatch) error
+
+	// CompleteRun makes the extraction's staged rows the day's rows, in one
+	// transaction with the day's status, counts and the run's history:
+	// readers see the old rows or the new ones, never a mix. It refuses
+	// (Incomplete) until end.Batches batches holding end.Rows rows are
+	// staged, and (Stale) when the day was swapped by a run with a higher
+	// fence. The superseded rows are removed.
+	CompleteRun(ctx context.Context, end RunEnd) (Outcome, error)
+
+	// UpdateRun records a run's progress (scheduled, started, downloaded,
+	// failed), creating the run on first sight. A failed run leaves the
+	// day's visible rows as they were.
+	UpdateRun(ctx context.Context, u RunUpdate) error
+
+	// RecordWarehouseCount keeps the watcher's latest count and fingerprint
+	// of a day in the warehouse (the delta ledger).
+	RecordWarehouseCount(ctx context.Context, project, ingestion, date string, count int64, fingerprint string, at time.Time) error
+
+	// Days lists days matching f, ordered by ingestion then date.
+	Days(ctx context.Context, f DayFilter) ([]Day, error)
+	// Runs lists runs matching f, newest first.
+	Runs(ctx context.Context, f RunFilter) ([]Run, error)
+	// Run returns one run of project, ErrNotFound otherwise.
+	Run(ctx context.Context, project, runID string) (Run, error)
+
+	// VisibleEvents and VisibleMetrics return the day's visible records
+	// ordered by position: what a reader of the store sees.
+	VisibleEvents(ctx context.Context, project, ingestion, date string) ([]schemas.Event, error)
+	VisibleMetrics(ctx context.Context, project, ingestion, date string) ([]schemas.Metric, error)
+
+	// Usage returns rows loaded per day for project (reloads and backfills
+	// included), the usage ledger.
+	Usage(ctx context.Context, project string, from, to string) ([]UsageRow, error)
+
+	Close() error
+}
+
+// UsageRow is one line of the usage ledger.
+type UsageRow struct {
+	Project    string `json:"project"`
+	Date       string `json:"ds"`
+	Ingestion  string `json:"source"`
+	Trigger    string `json:"trigger"`
+	RowsLoaded int64  `json:"rowsLoaded"`
+}

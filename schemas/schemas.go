@@ -1,0 +1,253 @@
+// Package schemas holds the Avro schema of every Sluice topic, the Go types
+// that carry them, and the codecs that turn one into the other.
+//
+// The .avsc files are the public contract: other systems may publish onto
+// ingest-requests or read the dead-letter topics with any Avro library.
+package schemas
+
+import (
+	_ "embed"
+	"fmt"
+
+	"github.com/hamba/avro/v2"
+)
+
+// Topic names, as the design card fixes them.
+const (
+	TopicIngestRequests   = "ingest-requests"
+	TopicRawRows          = "raw-rows"
+	TopicMappedEvents     = "mapped-events"
+	TopicReloadCandidates = "reload-candidates"
+	TopicDeadLetter       = "dead-letters"
+)
+
+// Batch kinds on raw-rows and mapped-events.
+const (
+	KindRows   = "ROWS"
+	KindEnd    = "END"
+	KindFailed = "FAILED"
+)
+
+// Column types on raw-rows.
+const (
+	TypeBoolean   = "BOOLEAN"
+	TypeLong      = "LONG"
+	TypeDouble    = "DOUBLE"
+	TypeDecimal   = "DECIMAL"
+	TypeString    = "STRING"
+	TypeBytes     = "BYTES"
+	TypeDate      = "DATE"
+	TypeTimestamp = "TIMESTAMP"
+	TypeJSON      = "JSON"
+)
+
+// Triggers of a run.
+const (
+	TriggerScheduled = "scheduled"
+	TriggerAPI       = "api"
+	TriggerBackfill  = "backfill"
+	TriggerReload    = "reload"
+	TriggerRequest   = "request" // published onto ingest-requests by an outside system
+	TriggerReplay    = "replay"
+)
+
+//go:embed ingest_request.avsc
+var ingestRequestSchema string
+
+//go:embed raw_rows.avsc
+var rawRowsSchema string
+
+//go:embed mapped_events.avsc
+var mappedEventsSchema string
+
+//go:embed reload_candidate.avsc
+var reloadCandidateSchema string
+
+//go:embed dead_letter.avsc
+var deadLetterSchema string
+
+// IngestRequest asks for one day of one ingestion to be loaded.
+type IngestRequest struct {
+	RequestID   string `avro:"request_id"`
+	RunID       string `avro:"run_id"`
+	Project     string `avro:"project"`
+	Ingestion   string `avro:"ingestion"`
+	Date        string `avro:"date"`
+	Trigger     string `avro:"trigger"`
+	Fence       int64  `avro:"fence"`
+	RequestedAt int64  `avro:"requested_at"` // epoch milliseconds
+	Reason      string `avro:"reason"`
+}
+
+// RawBatch is a columnar batch of typed warehouse rows, or an END/FAILED marker.
+type RawBatch struct {
+	RunID         string   `avro:"run_id"`
+	ExtractID     string   `avro:"extract_id"`
+	Project       string   `avro:"project"`
+	Ingestion     string   `avro:"ingestion"`
+	Date          string   `avro:"date"`
+	Trigger       string   `avro:"trigger"`
+	Fence         int64    `avro:"fence"`
+	Kind          string   `avro:"kind"`
+	Seq           int64    `avro:"seq"`
+	FirstRow      int64    `avro:"first_row"`
+	RowCount      int64    `avro:"row_count"`
+	Columns       []Column `avro:"columns"`
+	ErrorCategory string   `avro:"error_category"`
+	ErrorMessage  string   `avro:"error_message"`
+}
+
+// Column is one typed column of a RawBatch. Only the slice that matches Type
+// is filled; Nulls has one byte per row (1 = null), and the value slice has an
+// entry (zero) for null rows too, so row i is always at index i.
+type Column struct {
+	Name    string    `avro:"name"`
+	Type    string    `avro:"type"`
+	DBType  string    `avro:"db_type"`
+	Nulls   []byte    `avro:"nulls"`
+	Bools   []bool    `avro:"bools"`
+	Longs   []int64   `avro:"longs"`
+	Doubles []float64 `avro:"doubles"`
+	Strings []string  `avro:"strings"`
+}
+
+// IsNull reports whether row i of the column is null.
+func (c *Column) IsNull(i int) bool { return c.Nulls[i] != 0 }
+
+// MappedBatch carries the canonical records mapped from one RawBatch.
+type MappedBatch struct {
+	RunID         string        `avro:"run_id"`
+	ExtractID     string        `avro:"extract_id"`
+	Project       string        `avro:"project"`
+	Ingestion     string        `avro:"ingestion"`
+	Date          string        `avro:"date"`
+	Trigger       string        `avro:"trigger"`
+	Fence         int64         `avro:"fence"`
+	Kind          string        `avro:"kind"`
+	Type          string        `avro:"type"`
+	Seq           int64         `avro:"seq"`
+	RowCount      int64         `avro:"row_count"`
+	Events        []Event       `avro:"events"`
+	Metrics       []Metric      `avro:"metrics"`
+	Rejected      []ReasonCount `avro:"rejected"`
+	ErrorCategory string        `avro:"error_category"`
+	ErrorMessage  string        `avro:"error_message"`
+}
+
+// Event is one event in the shape the platform's SDK sends.
+type Event struct {
+	Position     int64    `avro:"position"`
+	EventName    string   `avro:"event_name"`
+	EventValue   string   `avro:"event_value"`
+	TimeMs       int64    `avro:"time_ms"`
+	UnitIDs      []UnitID `avro:"unit_ids"`
+	MetadataJSON string   `avro:"metadata_json"`
+}
+
+// UnitID is one id of an event's unit (userID, stableID, a custom id type).
+type UnitID struct {
+	IDType string `avro:"id_type"`
+	Value  string `avro:"value"`
+}
+
+// Metric is one pre-computed metric value for one unit and day.
+type Metric struct {
+	Position    int64   `avro:"position"`
+	UnitID      string  `avro:"unit_id"`
+	IDType      string  `avro:"id_type"`
+	Date        string  `avro:"date"`
+	MetricName  string  `avro:"metric_name"`
+	MetricValue float64 `avro:"metric_value"`
+	IsRatio     bool    `avro:"is_ratio"`
+	Numerator   float64 `avro:"numerator"`
+	Denominator float64 `avro:"denominator"`
+}
+
+// ReasonCount counts the rows of a batch rejected for one reason.
+type ReasonCount struct {
+	Reason string `avro:"reason"`
+	Count  int64  `avro:"count"`
+}
+
+// ReloadCandidate says a loaded day changed in the warehouse.
+type ReloadCandidate struct {
+	Project              string `avro:"project"`
+	Ingestion            string `avro:"ingestion"`
+	Date                 string `avro:"date"`
+	Reason               string `avro:"reason"`
+	LoadedCount          int64  `avro:"loaded_count"`
+	WarehouseCount       int64  `avro:"warehouse_count"`
+	LoadedFingerprint    string `avro:"loaded_fingerprint"`
+	WarehouseFingerprint string `avro:"warehouse_fingerprint"`
+	DetectedAt           int64  `avro:"detected_at"` // epoch milliseconds
+}
+
+// DeadLetter is a rejected row or an undecodable message.
+type DeadLetter struct {
+	SourceTopic string            `avro:"source_topic"`
+	Reason      string            `avro:"reason"`
+	Detail      string            `avro:"detail"`
+	RunID       string            `avro:"run_id"`
+	ExtractID   string            `avro:"extract_id"`
+	Project     string            `avro:"project"`
+	Ingestion   string            `avro:"ingestion"`
+	Date        string            `avro:"date"`
+	Position    int64             `avro:"position"`
+	Values      map[string]string `avro:"values"`
+	Raw         []byte            `avro:"raw"`
+	At          int64             `avro:"at"` // epoch milliseconds
+}
+
+// Codecs holds the parsed schema of every topic. Parse once at start-up and
+// share: encoding and decoding are safe for concurrent use.
+type Codecs struct {
+	IngestRequest   avro.Schema
+	RawBatch        avro.Schema
+	MappedBatch     avro.Schema
+	ReloadCandidate avro.Schema
+	DeadLetter      avro.Schema
+	api             avro.API
+}
+
+// NewCodecs parses every schema.
+func NewCodecs() (*Codecs, error) {
+	cache := &avro.SchemaCache{}
+	parse := func(name, text string) (avro.Schema, error) {
+		s, err := avro.ParseWithCache(text, "", cache)
+		if err != nil {
+			return nil, fmt.Errorf("parse schema %s: %w", name, err)
+		}
+		return s, nil
+	}
+	var c Codecs
+	var err error
+	if c.IngestRequest, err = parse("ingest_request", ingestRequestSchema); err != nil {
+		return nil, err
+	}
+	if c.RawBatch, err = parse("raw_rows", rawRowsSchema); err != nil {
+		return nil, err
+	}
+	if c.MappedBatch, err = parse("mapped_events", mappedEventsSchema); err != nil {
+		return nil, err
+	}
+	if c.ReloadCandidate, err = parse("reload_candidate", reloadCandidateSchema); err != nil {
+		return nil, err
+	}
+	if c.DeadLetter, err = parse("dead_letter", deadLetterSchema); err != nil {
+		return nil, err
+	}
+	// Batches reach tens of MB; lift the default 1 MiB slice guard.
+	c.api = avro.Config{MaxByteSliceSize: 256 << 20, MaxSliceAllocSize: 64 << 20}.Freeze()
+	return &c, nil
+}
+
+// Encode marshals v with schema s.
+func (c *Codecs) Encode(s avro.Schema, v any) ([]byte, error) {
+	return c.api.Marshal(s, v)
+}
+
+// Decode unmarshals data with schema s into v. Slices in v are reused where
+// their capacity allows, so callers can decode into one value per loop.
+func (c *Codecs) Decode(s avro.Schema, data []byte, v any) error {
+	return c.api.Unmarshal(s, data, v)
+}
