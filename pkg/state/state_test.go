@@ -1,0 +1,473 @@
+package state_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice/pkg/state"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// backend is one Redis the suite runs against.
+type backend struct {
+	name string
+	rdb  redis.UniversalClient
+	// expire moves Redis's own clock forward; nil on a real server, where
+	// waiting would mean sleeping.
+	expire func(d time.Duration)
+	// flush drops every key of the test (all of miniredis; the test's
+	// prefix on the shared real server, which is never flushed whole).
+	flush func(tb testing.TB)
+}
+
+// backends returns miniredis and, when reachable, the real Redis on
+// localhost. Under CI=true an unreachable Redis fails the test.
+func backends(tb testing.TB, prefix string) []backend {
+	tb.Helper()
+	mr := miniredis.RunT(tb)
+	mc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	tb.Cleanup(func() { mc.Close() })
+	out := []backend{{
+		name:   "miniredis",
+		rdb:    mc,
+		expire: mr.FastForward,
+		flush:  func(testing.TB) { mr.FlushAll() },
+	}}
+
+	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	if err := rc.Ping(context.Background()).Err(); err != nil {
+		rc.Close()
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("redis at 127.0.0.1:6379 unreachable under CI: %v", err)
+		}
+		tb.Logf("skipping real redis: 127.0.0.1:6379 unreachable: %v", err)
+		return out
+	}
+	deletePrefix := func(tb testing.TB) {
+		tb.Helper()
+		ctx := context.Background()
+		iter := rc.Scan(ctx, 0, prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			if err := rc.Del(ctx, iter.Val()).Err(); err != nil {
+				tb.Fatalf("delete %s: %v", iter.Val(), err)
+			}
+		}
+		if err := iter.Err(); err != nil {
+			tb.Fatalf("scan %s*: %v", prefix, err)
+		}
+	}
+	tb.Cleanup(func() { deletePrefix(tb); rc.Close() })
+	return append(out, backend{name: "redis", rdb: rc, flush: deletePrefix})
+}
+
+func uniquePrefix(tb testing.TB) string {
+	return fmt.Sprintf("sluicetest:%s:%d:", tb.Name(), time.Now().UnixNano())
+}
+
+// each runs f against every backend with a fresh prefix and clock.
+func each(t *testing.T, f func(t *testing.T, b backend, s *state.State, c *clock)) {
+	t.Helper()
+	prefix := uniquePrefix(t)
+	for _, b := range backends(t, prefix) {
+		t.Run(b.name, func(t *testing.T) {
+			c := &clock{now: time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)}
+			s := state.New(b.rdb, state.Options{Prefix: prefix + b.name + ":", Clock: c.Now})
+			f(t, b, s, c)
+		})
+	}
+}
+
+func TestAllowTrigger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	each(t, func(t *testing.T, b backend, s *state.State, c *clock) {
+		const window = 2 * time.Hour
+		ok, retry, err := s.AllowTrigger(ctx, "p1", "events", window)
+		if err != nil || !ok || retry != 0 {
+			t.Fatalf("first call: ok=%v retry=%s err=%v, want ok", ok, retry, err)
+		}
+		ok, retry, err = s.AllowTrigger(ctx, "p1", "events", window)
+		if err != nil || ok {
+			t.Fatalf("second call: ok=%v err=%v, want refused", ok, err)
+		}
+		if retry <= window-time.Minute || retry > window {
+			t.Fatalf("second call: retryAfter=%s, want close to %s", retry, window)
+		}
+		for _, other := range []struct{ project, typ string }{{"p1", "metrics"}, {"p2", "events"}} {
+			ok, _, err := s.AllowTrigger(ctx, other.project, other.typ, window)
+			if err != nil || !ok {
+				t.Fatalf("%s/%s: ok=%v err=%v, want its own window", other.project, other.typ, ok, err)
+			}
+		}
+		if _, _, err := s.AllowTrigger(ctx, "p1", "events", 0); err == nil {
+			t.Fatal("zero window: want an error")
+		}
+		if b.expire == nil {
+			return
+		}
+		b.expire(window - time.Minute)
+		ok, retry, _ = s.AllowTrigger(ctx, "p1", "events", window)
+		if ok || retry != time.Minute {
+			t.Fatalf("inside window: ok=%v retry=%s, want refused with 1m left", ok, retry)
+		}
+		b.expire(time.Minute)
+		ok, _, _ = s.AllowTrigger(ctx, "p1", "events", window)
+		if !ok {
+			t.Fatal("after the window: want ok")
+		}
+	})
+}
+
+func TestAllowTriggerConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+		const n = 20
+		var accepted, refused atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make(chan error, n)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				ok, retry, err := s.AllowTrigger(ctx, "p", "metrics", time.Hour)
+				switch {
+				case err != nil:
+					errs <- err
+				case ok:
+					accepted.Add(1)
+				case retry > 0:
+					refused.Add(1)
+				default:
+					errs <- fmt.Errorf("refused without a retryAfter")
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if accepted.Load() != 1 || refused.Load() != n-1 {
+			t.Fatalf("accepted %d refused %d, want 1 and %d", accepted.Load(), refused.Load(), n-1)
+		}
+	})
+}
+
+func TestDayLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "events_daily", Date: "2024-02-28"}
+	each(t, func(t *testing.T, b backend, s *state.State, c *clock) {
+		holder, fence, err := s.DayHolder(ctx, day)
+		if err != nil || holder != "" || fence != 0 {
+			t.Fatalf("free day: holder=%q fence=%d err=%v", holder, fence, err)
+		}
+		f1, ok, err := s.AcquireDay(ctx, day, "run-1", time.Hour)
+		if err != nil || !ok {
+			t.Fatalf("acquire free day: ok=%v err=%v", ok, err)
+		}
+		if want := c.Now().UnixMicro(); f1 != want {
+			t.Fatalf("first fence = %d, want the clock in µs %d", f1, want)
+		}
+		steps := []struct {
+			name      string
+			run       string
+			wantOK    bool
+			wantFence int64
+		}{
+			{"another run is refused", "run-2", false, 0},
+			{"the holder renews with the same fence", "run-1", true, f1},
+		}
+		for _, st := range steps {
+			f, ok, err := s.AcquireDay(ctx, day, st.run, time.Hour)
+			if err != nil || ok != st.wantOK || f != st.wantFence {
+				t.Fatalf("%s: fence=%d ok=%v err=%v, want %d %v", st.name, f, ok, err, st.wantFence, st.wantOK)
+			}
+		}
+		if holder, fence, _ := s.DayHolder(ctx, day); holder != "run-1" || fence != f1 {
+			t.Fatalf("holder = %q/%d, want run-1/%d", holder, fence, f1)
+		}
+		other := state.DayKey{Project: "p", Ingestion: "events_daily", Date: "2024-02-29"}
+		if _, ok, _ := s.AcquireDay(ctx, other, "run-2", time.Hour); !ok {
+			t.Fatal("another day of the same ingestion must be independent")
+		}
+
+		if err := s.ReleaseDay(ctx, day, "run-2"); err != nil {
+			t.Fatal(err)
+		}
+		if holder, _, _ := s.DayHolder(ctx, day); holder != "run-1" {
+			t.Fatalf("release by a non-holder freed the day: holder=%q", holder)
+		}
+		if err := s.ReleaseDay(ctx, day, "run-1"); err != nil {
+			t.Fatal(err)
+		}
+		if holder, _, _ := s.DayHolder(ctx, day); holder != "" {
+			t.Fatalf("after release holder=%q, want free", holder)
+		}
+		// Same clock reading: the fence still grows, by last issued + 1.
+		f2, ok, err := s.AcquireDay(ctx, day, "run-3", time.Hour)
+		if err != nil || !ok || f2 != f1+1 {
+			t.Fatalf("reacquire at the same instant: fence=%d ok=%v err=%v, want %d", f2, ok, err, f1+1)
+		}
+
+		if b.expire == nil {
+			return
+		}
+		// A dead holder's lease expires and the next fence beats it.
+		b.expire(time.Hour)
+		c.Add(time.Second)
+		f3, ok, err := s.AcquireDay(ctx, day, "run-4", time.Hour)
+		if err != nil || !ok || f3 <= f2 {
+			t.Fatalf("after expiry: fence=%d ok=%v err=%v, want > %d", f3, ok, err, f2)
+		}
+	})
+}
+
+func TestAcquireDayConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "m", Date: "2024-01-01"}
+	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+		const n = 20
+		var won atomic.Int32
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, ok, err := s.AcquireDay(ctx, day, fmt.Sprintf("run-%d", i), time.Hour)
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					won.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if won.Load() != 1 {
+			t.Fatalf("%d runs hold the day, want exactly 1", won.Load())
+		}
+	})
+}
+
+func TestFenceSurvivesFlush(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2024-01-01"}
+	each(t, func(t *testing.T, b backend, s *state.State, c *clock) {
+		var last int64
+		for i := range 5 {
+			run := fmt.Sprintf("run-%d", i)
+			f, ok, err := s.AcquireDay(ctx, day, run, time.Hour)
+			if err != nil || !ok {
+				t.Fatalf("acquire %s: ok=%v err=%v", run, ok, err)
+			}
+			if f <= last {
+				t.Fatalf("fence %d after %d: not increasing", f, last)
+			}
+			last = f
+			if err := s.ReleaseDay(ctx, day, run); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.flush(t)
+		c.Add(time.Millisecond)
+		f, ok, err := s.AcquireDay(ctx, day, "after-flush", time.Hour)
+		if err != nil || !ok {
+			t.Fatalf("acquire after flush: ok=%v err=%v", ok, err)
+		}
+		if f <= last {
+			t.Fatalf("fence after flush %d <= last before flush %d", f, last)
+		}
+	})
+}
+
+func TestFenceKeepsPrecision(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2199-12-31"}
+	each(t, func(t *testing.T, _ backend, s *state.State, c *clock) {
+		// 16-digit microsecond values must come back exact, odd last digit
+		// included (a Lua number printed as %.14g would round it).
+		c.now = time.Date(2199, 12, 31, 23, 59, 59, 123457000, time.UTC)
+		want := c.now.UnixMicro()
+		f, ok, err := s.AcquireDay(ctx, day, "r1", time.Minute)
+		if err != nil || !ok || f != want {
+			t.Fatalf("fence = %d ok=%v err=%v, want %d", f, ok, err, want)
+		}
+		if err := s.ReleaseDay(ctx, day, "r1"); err != nil {
+			t.Fatal(err)
+		}
+		f, _, _ = s.AcquireDay(ctx, day, "r2", time.Minute)
+		if f != want+1 {
+			t.Fatalf("next fence = %d, want %d", f, want+1)
+		}
+	})
+}
+
+func TestPending(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d1 := state.DayKey{Project: "p", Ingestion: "events", Date: "2024-01-02"}
+	d2 := state.DayKey{Project: "p/odd:name", Ingestion: "with space", Date: "2024-01-01"}
+	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+		if days, err := s.PendingDays(ctx); err != nil || len(days) != 0 {
+			t.Fatalf("empty: days=%v err=%v", days, err)
+		}
+		for _, p := range []struct {
+			day     state.DayKey
+			payload string
+		}{{d1, "old"}, {d2, "other"}, {d1, "new"}} {
+			if err := s.SetPending(ctx, p.day, []byte(p.payload)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		days, err := s.PendingDays(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(days) != 2 || !containsDay(days, d1) || !containsDay(days, d2) {
+			t.Fatalf("pending days = %v, want %v and %v once each", days, d1, d2)
+		}
+		got, ok, err := s.TakePending(ctx, d1)
+		if err != nil || !ok || string(got) != "new" {
+			t.Fatalf("take %v = %q ok=%v err=%v, want the newer payload", d1, got, ok, err)
+		}
+		if _, ok, _ := s.TakePending(ctx, d1); ok {
+			t.Fatal("a taken request was taken twice")
+		}
+		days, _ = s.PendingDays(ctx)
+		if len(days) != 1 || days[0] != d2 {
+			t.Fatalf("after take: %v, want only %v", days, d2)
+		}
+		if got, ok, _ := s.TakePending(ctx, d2); !ok || string(got) != "other" {
+			t.Fatalf("take %v = %q ok=%v", d2, got, ok)
+		}
+	})
+}
+
+func TestTakePendingConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2024-01-01"}
+	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+		if err := s.SetPending(ctx, day, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		var took atomic.Int32
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, ok, err := s.TakePending(ctx, day); err != nil {
+					t.Error(err)
+				} else if ok {
+					took.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if took.Load() != 1 {
+			t.Fatalf("taken %d times, want once", took.Load())
+		}
+	})
+}
+
+func containsDay(days []state.DayKey, d state.DayKey) bool {
+	for _, x := range days {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}
+
+func TestOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	each(t, func(t *testing.T, b backend, s *state.State, _ *clock) {
+		for i, want := range []bool{true, false, false} {
+			first, err := s.Once(ctx, "notify:day-1", time.Hour)
+			if err != nil || first != want {
+				t.Fatalf("call %d: first=%v err=%v, want %v", i, first, err, want)
+			}
+		}
+		if first, _ := s.Once(ctx, "notify:day-2", time.Hour); !first {
+			t.Fatal("a different key must be first")
+		}
+		if b.expire == nil {
+			return
+		}
+		b.expire(time.Hour)
+		if first, _ := s.Once(ctx, "notify:day-1", time.Hour); !first {
+			t.Fatal("after ttl: want first again")
+		}
+	})
+}
+
+func TestPing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+		if err := s.Ping(ctx); err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+	})
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer dead.Close()
+	if err := state.New(dead, state.Options{}).Ping(ctx); err == nil {
+		t.Fatal("ping of an unreachable redis: want an error")
+	}
+}
+
+func TestPrefixIsolation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	a := state.New(rdb, state.Options{Prefix: "a:"})
+	b := state.New(rdb, state.Options{Prefix: "b:"})
+	if ok, _, _ := a.AllowTrigger(ctx, "p", "events", time.Hour); !ok {
+		t.Fatal("a: want ok")
+	}
+	if ok, _, _ := b.AllowTrigger(ctx, "p", "events", time.Hour); !ok {
+		t.Fatal("b shares a's window: prefixes must isolate")
+	}
+	for _, k := range mr.Keys() {
+		if k[:2] != "a:" && k[:2] != "b:" {
+			t.Fatalf("key %q outside the prefixes", k)
+		}
+	}
+}
