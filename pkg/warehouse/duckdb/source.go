@@ -1,0 +1,435 @@
+// Package duckdb reads an ingestion's query from a DuckDB database file
+// through duckdb-go's database/sql driver.
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/civil"
+	duckdb "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/warehouse"
+	"github.com/sluicehq/sluice/schemas"
+)
+
+// Source runs queries against one DuckDB database. The date is the
+// query's $1 parameter.
+type Source struct {
+	db      *sql.DB
+	sem     chan struct{} // bounds concurrent queries to cfg.MaxConcurrency
+	timeout time.Duration
+}
+
+var _ warehouse.Source = (*Source)(nil)
+
+// Open opens the database file at cfg.Path (created if missing).
+func Open(cfg config.Connection) (*Source, error) {
+	if cfg.Path == "" {
+		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: errors.New("open duckdb: no database path")}
+	}
+	db, err := sql.Open("duckdb", cfg.Path)
+	if err != nil {
+		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("open duckdb %s: %w", cfg.Path, err)}
+	}
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, categorize(fmt.Errorf("open duckdb %s: %w", cfg.Path, err))
+	}
+	n := max(cfg.MaxConcurrency, 1)
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	return &Source{db: db, sem: make(chan struct{}, n), timeout: cfg.QueryTimeout}, nil
+}
+
+// DB exposes the database, for seeding demo and test data.
+func (s *Source) DB() *sql.DB { return s.db }
+
+// Close closes the database.
+func (s *Source) Close() error { return s.db.Close() }
+
+// acquire takes a query slot and applies the query timeout; release must
+// be called when the query's rows are closed.
+func (s *Source) acquire(ctx context.Context) (context.Context, func(), error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	cancel := func() {}
+	if s.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+	}
+	return ctx, func() { cancel(); <-s.sem }, nil
+}
+
+// kind says how a result column is read.
+type kind uint8
+
+const (
+	kindLong kind = iota
+	kindDouble
+	kindBool
+	kindText // STRING, DECIMAL, JSON: read as text computed in DuckDB
+	kindDate
+	kindTimestamp
+	kindBytes
+)
+
+type column struct {
+	spec warehouse.ColumnSpec
+	kind kind
+	expr string // projection over the wrapped query; positional so duplicate names work
+}
+
+// plan decides each column's raw-rows type from DuckDB's type name. Types
+// Go cannot hold exactly (HUGEINT, UBIGINT, DECIMAL) and nested or JSON
+// values are rendered to text by DuckDB itself, so nothing is rounded.
+func plan(i int, name, dbType string) column {
+	pos := "#" + strconv.Itoa(i+1)
+	text := "CAST(" + pos + " AS VARCHAR)"
+	c := column{spec: warehouse.ColumnSpec{Name: name, DBType: dbType}, expr: pos}
+	set := func(typ string, k kind, expr string) {
+		c.spec.Type, c.kind, c.expr = typ, k, expr
+	}
+	switch base, _, _ := strings.Cut(dbType, "("); {
+	case dbType == "JSON":
+		set(schemas.TypeJSON, kindText, text)
+	case strings.HasSuffix(dbType, "]") || base == "STRUCT" || base == "MAP" || base == "UNION":
+		set(schemas.TypeJSON, kindText, "CAST(to_json("+pos+") AS VARCHAR)")
+	default:
+		switch base {
+		case "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER":
+			set(schemas.TypeLong, kindLong, pos)
+		case "UBIGINT", "HUGEINT", "UHUGEINT", "BIGNUM", "DECIMAL":
+			set(schemas.TypeDecimal, kindText, text)
+		case "FLOAT", "DOUBLE":
+			set(schemas.TypeDouble, kindDouble, pos)
+		case "BOOLEAN":
+			set(schemas.TypeBoolean, kindBool, pos)
+		case "VARCHAR":
+			set(schemas.TypeString, kindText, pos)
+		case "DATE":
+			set(schemas.TypeDate, kindDate, pos)
+		case "TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMPTZ":
+			set(schemas.TypeTimestamp, kindTimestamp, pos)
+		case "BLOB":
+			set(schemas.TypeBytes, kindBytes, pos)
+		default: // UUID, ENUM, TIME, TIMETZ, INTERVAL, BIT, ...: DuckDB's own text
+			set(schemas.TypeString, kindText, text)
+		}
+	}
+	return c
+}
+
+// wrap nests the user's query so it can be projected, counted and limited;
+// the newline keeps a trailing line comment from swallowing the ")".
+func wrap(query string) string {
+	q := strings.TrimSpace(query)
+	for strings.HasSuffix(q, ";") {
+		q = strings.TrimSpace(strings.TrimSuffix(q, ";"))
+	}
+	return "(\n" + q + "\n) q"
+}
+
+func dayArg(day civil.Date) any { return day.String() }
+
+// describe runs the query with LIMIT 0 to learn its columns.
+func (s *Source) describe(ctx context.Context, query string, day civil.Date) ([]column, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT * FROM "+wrap(query)+" LIMIT 0", dayArg(day))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return nil, err
+	}
+	cols := make([]column, len(types))
+	for i, t := range types {
+		cols[i] = plan(i, t.Name(), t.DatabaseTypeName())
+	}
+	return cols, rows.Err()
+}
+
+// Stream implements warehouse.Source.
+func (s *Source) Stream(ctx context.Context, query string, day civil.Date, batchRows int, emit func(*warehouse.Batch) error) (int64, error) {
+	n, err := s.stream(ctx, query, day, batchRows, -1, emit)
+	if err != nil {
+		return n, fmt.Errorf("stream day %s: %w", day, err)
+	}
+	return n, nil
+}
+
+func (s *Source) stream(ctx context.Context, query string, day civil.Date, batchRows, limit int, emit func(*warehouse.Batch) error) (int64, error) {
+	if batchRows < 1 {
+		return 0, fmt.Errorf("batch rows %d: must be at least 1", batchRows)
+	}
+	ctx, release, err := s.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	cols, err := s.describe(ctx, query, day)
+	if err != nil {
+		return 0, categorize(err)
+	}
+	exprs := make([]string, len(cols))
+	specs := make([]warehouse.ColumnSpec, len(cols))
+	for i, c := range cols {
+		exprs[i], specs[i] = c.expr, c.spec
+	}
+	sqlText := "SELECT " + strings.Join(exprs, ", ") + " FROM " + wrap(query)
+	if limit >= 0 {
+		sqlText += " LIMIT " + strconv.Itoa(limit)
+	}
+	if len(cols) == 0 {
+		return 0, &warehouse.Error{Category: warehouse.CategoryQuery, Err: errors.New("query returns no columns")}
+	}
+	rows, err := s.db.QueryContext(ctx, sqlText, dayArg(day))
+	if err != nil {
+		return 0, categorize(err)
+	}
+	defer rows.Close()
+
+	var batch warehouse.Batch
+	batch.SetColumns(specs)
+	vals := make([]any, len(cols))
+	dest := make([]any, len(cols))
+	for i := range vals {
+		dest[i] = &vals[i]
+	}
+	var total int64
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return total, categorize(err)
+		}
+		for i, v := range vals {
+			if err := appendValue(&batch, i, cols[i], v); err != nil {
+				return total, err
+			}
+		}
+		batch.EndRow()
+		if batch.Full(batchRows) {
+			if err := ctx.Err(); err != nil {
+				return total, err
+			}
+			total += int64(batch.Rows)
+			if err := emit(&batch); err != nil {
+				return total, err
+			}
+			batch.Reset()
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return total, categorize(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return total, err
+	}
+	if batch.Rows > 0 {
+		total += int64(batch.Rows)
+		if err := emit(&batch); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func appendValue(b *warehouse.Batch, i int, c column, v any) error {
+	if v == nil {
+		b.AppendNull(i)
+		return nil
+	}
+	switch c.kind {
+	case kindLong:
+		switch x := v.(type) {
+		case int64:
+			b.AppendLong(i, x)
+		case int32:
+			b.AppendLong(i, int64(x))
+		case int16:
+			b.AppendLong(i, int64(x))
+		case int8:
+			b.AppendLong(i, int64(x))
+		case uint32:
+			b.AppendLong(i, int64(x))
+		case uint16:
+			b.AppendLong(i, int64(x))
+		case uint8:
+			b.AppendLong(i, int64(x))
+		default:
+			return mismatch(c, v)
+		}
+	case kindDouble:
+		switch x := v.(type) {
+		case float64:
+			b.AppendDouble(i, x)
+		case float32:
+			b.AppendDouble(i, float64(x))
+		default:
+			return mismatch(c, v)
+		}
+	case kindBool:
+		x, ok := v.(bool)
+		if !ok {
+			return mismatch(c, v)
+		}
+		b.AppendBool(i, x)
+	case kindText:
+		x, ok := v.(string)
+		if !ok {
+			return mismatch(c, v)
+		}
+		b.AppendString(i, x)
+	case kindDate:
+		x, ok := v.(time.Time)
+		if !ok {
+			return mismatch(c, v)
+		}
+		b.AppendDate(i, warehouse.DaysOf(x))
+	case kindTimestamp:
+		x, ok := v.(time.Time)
+		if !ok {
+			return mismatch(c, v)
+		}
+		b.AppendTimestamp(i, warehouse.MicrosOf(x))
+	case kindBytes:
+		x, ok := v.([]byte)
+		if !ok {
+			return mismatch(c, v)
+		}
+		b.AppendBytes(i, x)
+	}
+	return nil
+}
+
+func mismatch(c column, v any) error {
+	return &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("column %s (%s): driver returned %T", c.spec.Name, c.spec.DBType, v)}
+}
+
+// Count implements warehouse.Source.
+func (s *Source) Count(ctx context.Context, query string, day civil.Date) (int64, error) {
+	var n int64
+	err := s.queryRow(ctx, "SELECT count(*) FROM "+wrap(query), day, &n)
+	if err != nil {
+		return 0, fmt.Errorf("count day %s: %w", day, err)
+	}
+	return n, nil
+}
+
+// fingerprintSQL sums, over the rows, the first 60 bits of the MD5 of each
+// row's text form (DuckDB's VARCHAR cast of the row struct, nulls
+// included). A sum is order-independent, counts duplicate rows, and MD5
+// is stable across DuckDB versions, unlike hash(). The row count is part
+// of the digest.
+const fingerprintSQL = "SELECT CAST(count(*) AS VARCHAR) || ':' || CAST(coalesce(sum(CAST(('0x' || substr(md5(CAST(q AS VARCHAR)), 1, 15)) AS UBIGINT)), 0) AS VARCHAR) FROM "
+
+// Fingerprint implements warehouse.Source.
+func (s *Source) Fingerprint(ctx context.Context, query string, day civil.Date) (string, error) {
+	var fp string
+	if err := s.queryRow(ctx, fingerprintSQL+wrap(query), day, &fp); err != nil {
+		return "", fmt.Errorf("fingerprint day %s: %w", day, err)
+	}
+	return fp, nil
+}
+
+func (s *Source) queryRow(ctx context.Context, sqlText string, day civil.Date, dest any) error {
+	ctx, release, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := s.db.QueryRowContext(ctx, sqlText, dayArg(day)).Scan(dest); err != nil {
+		return categorize(err)
+	}
+	return nil
+}
+
+// Sample implements warehouse.Source: at most limit rows, in one batch.
+func (s *Source) Sample(ctx context.Context, query string, day civil.Date, limit int) (*warehouse.Batch, error) {
+	var out warehouse.Batch
+	_, err := s.stream(ctx, query, day, max(limit, 1), max(limit, 0), func(b *warehouse.Batch) error {
+		out = cloneBatch(b)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sample day %s: %w", day, err)
+	}
+	if out.Columns == nil {
+		// No rows: still report the columns.
+		ctx, release, err := s.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		cols, err := s.describe(ctx, query, day)
+		if err != nil {
+			return nil, fmt.Errorf("sample day %s: %w", day, categorize(err))
+		}
+		specs := make([]warehouse.ColumnSpec, len(cols))
+		for i, c := range cols {
+			specs[i] = c.spec
+		}
+		out.SetColumns(specs)
+	}
+	return &out, nil
+}
+
+func cloneBatch(b *warehouse.Batch) warehouse.Batch {
+	out := warehouse.Batch{Rows: b.Rows, Columns: make([]schemas.Column, len(b.Columns))}
+	for i, c := range b.Columns {
+		out.Columns[i] = schemas.Column{
+			Name: c.Name, Type: c.Type, DBType: c.DBType,
+			Nulls:   append([]byte(nil), c.Nulls...),
+			Bools:   append([]bool(nil), c.Bools...),
+			Longs:   append([]int64(nil), c.Longs...),
+			Doubles: append([]float64(nil), c.Doubles...),
+			Strings: append([]string(nil), c.Strings...),
+		}
+	}
+	return out
+}
+
+// categorize gives a DuckDB error the category a user can act on. Context
+// errors pass through so callers see cancellation as such; a query
+// timeout (the deadline) is QUERY_TIMEOUT.
+func categorize(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &warehouse.Error{Category: warehouse.CategoryTimeout, Transient: true, Err: err}
+	}
+	var de *duckdb.Error
+	if !errors.As(err, &de) {
+		return &warehouse.Error{Category: warehouse.CategoryInternal, Err: err}
+	}
+	switch de.Type {
+	case duckdb.ErrorTypeCatalog, duckdb.ErrorTypeParser, duckdb.ErrorTypeSyntax, duckdb.ErrorTypeBinder,
+		duckdb.ErrorTypeConversion, duckdb.ErrorTypeOutOfRange, duckdb.ErrorTypeDivideByZero, duckdb.ErrorTypeInvalidInput,
+		duckdb.ErrorTypeMismatchType, duckdb.ErrorTypeInvalidType, duckdb.ErrorTypeParameterNotResolved,
+		duckdb.ErrorTypeParameterNotAllowed, duckdb.ErrorTypeNotImplemented, duckdb.ErrorTypeDecimal,
+		duckdb.ErrorTypeExpression, duckdb.ErrorTypePlanner, duckdb.ErrorTypeMissingExtension:
+		return &warehouse.Error{Category: warehouse.CategoryQuery, Err: err}
+	case duckdb.ErrorTypePermission:
+		return &warehouse.Error{Category: warehouse.CategoryPermission, Err: err}
+	case duckdb.ErrorTypeIO, duckdb.ErrorTypeConnection, duckdb.ErrorTypeNetwork, duckdb.ErrorTypeHTTP, duckdb.ErrorTypeTransaction:
+		return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+	case duckdb.ErrorTypeInterrupt:
+		return &warehouse.Error{Category: warehouse.CategoryTimeout, Transient: true, Err: err}
+	case duckdb.ErrorTypeOutOfMemory:
+		return &warehouse.Error{Category: warehouse.CategoryInternal, Transient: true, Err: err}
+	default:
+		return &warehouse.Error{Category: warehouse.CategoryInternal, Err: err}
+	}
+}
