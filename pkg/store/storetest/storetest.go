@@ -1,0 +1,749 @@
+// Package storetest is the contract suite every store.Store runs: the
+// PostgreSQL store against the real server, the DuckDB store in a temp dir.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/schemas"
+)
+
+// NewStore returns a migrated store for t. Called twice with the same t it
+// must open the same database again (the crash test closes the first store
+// and reopens); the factory cleans up when t ends.
+type NewStore func(t testing.TB) store.Store
+
+var t0 = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// Load describes one extraction of a day for tests and benchmarks.
+type Load struct {
+	Project, Ingestion, Date, RunID, ExtractID, Trigger string
+	Fence                                               int64
+	Rows                                                int              // mapped records
+	PerBatch                                            int              // records per batch
+	Rejected                                            map[string]int64 // rejected rows, put on batch 0
+	Metrics                                             bool
+	At                                                  time.Time
+}
+
+func (l Load) withDefaults() Load {
+	if l.Project == "" {
+		l.Project = "p1"
+	}
+	if l.Ingestion == "" {
+		l.Ingestion = "events_daily"
+	}
+	if l.Date == "" {
+		l.Date = "2024-02-28"
+	}
+	if l.RunID == "" {
+		l.RunID = "run-" + l.ExtractID
+	}
+	if l.Trigger == "" {
+		l.Trigger = schemas.TriggerScheduled
+	}
+	if l.PerBatch == 0 {
+		l.PerBatch = 7
+	}
+	if l.At.IsZero() {
+		l.At = t0
+	}
+	return l
+}
+
+// Batches returns the extraction's ROWS batches, seq 0..n-1. Every event
+// carries the extract id as its value, so a reader can tell extractions
+// apart. An extraction with only rejected rows still has one batch.
+func (l Load) Batches() []*schemas.MappedBatch {
+	l = l.withDefaults()
+	typ := "events"
+	if l.Metrics {
+		typ = "metrics"
+	}
+	var out []*schemas.MappedBatch
+	for seq, first := int64(0), 0; first < l.Rows || (first == 0 && len(l.Rejected) > 0); seq++ {
+		n := min(l.PerBatch, l.Rows-first)
+		b := &schemas.MappedBatch{
+			RunID: l.RunID, ExtractID: l.ExtractID, Project: l.Project, Ingestion: l.Ingestion,
+			Date: l.Date, Trigger: l.Trigger, Fence: l.Fence, Kind: schemas.KindRows, Type: typ,
+			Seq: seq, RowCount: int64(n),
+		}
+		if seq == 0 {
+			for reason, c := range l.Rejected {
+				b.Rejected = append(b.Rejected, schemas.ReasonCount{Reason: reason, Count: c})
+				b.RowCount += c
+			}
+		}
+		for i := first; i < first+n; i++ {
+			if l.Metrics {
+				b.Metrics = append(b.Metrics, l.metric(i))
+			} else {
+				b.Events = append(b.Events, l.event(i))
+			}
+		}
+		out = append(out, b)
+		first += n
+		if n == 0 {
+			break
+		}
+	}
+	return out
+}
+
+func (l Load) event(i int) schemas.Event {
+	return schemas.Event{
+		Position:   int64(i),
+		EventName:  "purchase",
+		EventValue: l.ExtractID,
+		TimeMs:     t0.UnixMilli() + int64(i)*1000,
+		UnitIDs: []schemas.UnitID{
+			{IDType: "stableID", Value: fmt.Sprintf("d-%d", i)},
+			{IDType: "userID", Value: fmt.Sprintf("u-%d\t\"q\"", i)},
+		},
+		MetadataJSON: fmt.Sprintf(`{"sku":"s%d","note":"ü \\ ok"}`, i%13),
+	}
+}
+
+func (l Load) metric(i int) schemas.Metric {
+	return schemas.Metric{
+		Position: int64(i), UnitID: fmt.Sprintf("u-%d", i), IDType: "userID", Date: l.Date,
+		MetricName: "revenue", MetricValue: float64(i) * 1.5, IsRatio: i%2 == 1,
+		Numerator: float64(i), Denominator: 2,
+	}
+}
+
+// End returns the extraction's END record.
+func (l Load) End() store.RunEnd {
+	l = l.withDefaults()
+	rows := int64(l.Rows)
+	for _, c := range l.Rejected {
+		rows += c
+	}
+	typ := "events"
+	if l.Metrics {
+		typ = "metrics"
+	}
+	return store.RunEnd{
+		RunID: l.RunID, ExtractID: l.ExtractID, Project: l.Project, Ingestion: l.Ingestion,
+		Type: typ, Date: l.Date, Trigger: l.Trigger, Fence: l.Fence,
+		Batches: int64(len(l.Batches())), Rows: rows, MaxRejectedShare: 0.5, At: l.At,
+	}
+}
+
+// Run runs the contract suite.
+func Run(t *testing.T, newStore NewStore) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"StagingRedeliveryIsIdempotent", testStagingRedelivery},
+		{"EndBeforeAllBatches", testEndBeforeAllBatches},
+		{"RedeliveredEndIsAlreadyDone", testAlreadyDone},
+		{"ReloadReplacesDayAndCountsUsage", testReload},
+		{"StaleFenceIsRefused", testStale},
+		{"ExtractionsDoNotMix", testExtractionsDoNotMix},
+		{"TooManyRejected", testTooManyRejected},
+		{"EmptyDay", testEmptyDay},
+		{"UpdateRunNeverGoesBackwards", testUpdateRun},
+		{"FailedReloadKeepsLoadedDay", testFailedReload},
+		{"FiltersAndProjectIsolation", testFilters},
+		{"DeltaLedger", testDeltaLedger},
+		{"MetricsRoundTrip", testMetrics},
+		{"ConcurrentReadersSeeWholeDays", testConcurrentReaders},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, newStore(t))
+		})
+	}
+	t.Run("CrashAndRedeliver", func(t *testing.T) {
+		t.Parallel()
+		testCrash(t, newStore)
+	})
+}
+
+func stage(t testing.TB, s store.Store, bs ...*schemas.MappedBatch) {
+	t.Helper()
+	if err := s.StageBatches(context.Background(), bs); err != nil {
+		t.Fatalf("stage: %v", err)
+	}
+}
+
+func complete(t testing.TB, s store.Store, end store.RunEnd, want store.Outcome) {
+	t.Helper()
+	got, err := s.CompleteRun(context.Background(), end)
+	if err != nil {
+		t.Fatalf("complete %s: %v", end.ExtractID, err)
+	}
+	if got != want {
+		t.Fatalf("complete %s: outcome %v, want %v", end.ExtractID, got, want)
+	}
+}
+
+// load stages every batch of l and completes it, expecting want.
+func load(t testing.TB, s store.Store, l Load, want store.Outcome) {
+	t.Helper()
+	stage(t, s, l.Batches()...)
+	complete(t, s, l.End(), want)
+}
+
+// checkVisible asserts the day shows exactly l's events, in order.
+func checkVisible(t testing.TB, s store.Store, l Load) {
+	t.Helper()
+	l = l.withDefaults()
+	got, err := s.VisibleEvents(context.Background(), l.Project, l.Ingestion, l.Date)
+	if err != nil {
+		t.Fatalf("visible events: %v", err)
+	}
+	if len(got) != l.Rows {
+		t.Fatalf("visible events of %s: %d rows, want %d", l.Date, len(got), l.Rows)
+	}
+	for i, e := range got {
+		want := l.event(i)
+		if e.Position != want.Position || e.EventName != want.EventName || e.EventValue != want.EventValue || e.TimeMs != want.TimeMs {
+			t.Fatalf("visible event %d = %+v, want %+v", i, e, want)
+		}
+		if !reflect.DeepEqual(e.UnitIDs, want.UnitIDs) { // want is already sorted by id type
+			t.Fatalf("event %d unit ids = %v, want %v", i, e.UnitIDs, want.UnitIDs)
+		}
+		if !sameJSON(t, e.MetadataJSON, want.MetadataJSON) {
+			t.Fatalf("event %d metadata = %s, want %s", i, e.MetadataJSON, want.MetadataJSON)
+		}
+	}
+}
+
+func sameJSON(t testing.TB, a, b string) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal([]byte(a), &x); err != nil {
+		t.Fatalf("stored metadata %q is not JSON: %v", a, err)
+	}
+	if err := json.Unmarshal([]byte(b), &y); err != nil {
+		t.Fatalf("metadata %q is not JSON: %v", b, err)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+func day(t testing.TB, s store.Store, project, ingestion, date string) store.Day {
+	t.Helper()
+	days, err := s.Days(context.Background(), store.DayFilter{Project: project, Ingestion: ingestion, From: date, To: date})
+	if err != nil {
+		t.Fatalf("days: %v", err)
+	}
+	if len(days) != 1 {
+		t.Fatalf("days %s %s: got %d, want 1: %+v", ingestion, date, len(days), days)
+	}
+	return days[0]
+}
+
+func run(t testing.TB, s store.Store, project, runID string) store.Run {
+	t.Helper()
+	r, err := s.Run(context.Background(), project, runID)
+	if err != nil {
+		t.Fatalf("run %s: %v", runID, err)
+	}
+	return r
+}
+
+func statuses(r store.Run) []string {
+	var out []string
+	for _, h := range r.History {
+		out = append(out, h.Status)
+	}
+	return out
+}
+
+func testStagingRedelivery(t *testing.T, s store.Store) {
+	l := Load{ExtractID: "x1", Rows: 20, PerBatch: 6, Rejected: map[string]int64{"bad_time": 2}}
+	bs := l.Batches()
+	stage(t, s, bs[0], bs[1])
+	stage(t, s, bs[1], bs[1], bs[2]) // a redelivery and a duplicate within one call
+	stage(t, s, bs...)
+	complete(t, s, l.End(), store.Swapped)
+	checkVisible(t, s, l)
+	d := day(t, s, "p1", "events_daily", "2024-02-28")
+	if d.Status != store.StatusSuccessful || d.RowsLoaded != 20 || d.Extracted != 22 || d.Rejected["bad_time"] != 2 {
+		t.Fatalf("day = %+v, want successful with 20 loaded of 22, 2 bad_time", d)
+	}
+	r := run(t, s, "p1", l.withDefaults().RunID)
+	if r.Mapped != 20 || r.Extracted != 22 || r.Rejected["bad_time"] != 2 || r.ExtractID != "x1" {
+		t.Fatalf("run counts = %+v", r)
+	}
+}
+
+func testEndBeforeAllBatches(t *testing.T, s store.Store) {
+	l := Load{ExtractID: "x1", Rows: 30, PerBatch: 10}
+	bs := l.Batches()
+	stage(t, s, bs[0], bs[2])
+	complete(t, s, l.End(), store.Incomplete)
+	if got, _ := s.VisibleEvents(context.Background(), "p1", "events_daily", "2024-02-28"); len(got) != 0 {
+		t.Fatalf("incomplete run shows %d rows", len(got))
+	}
+	if days, _ := s.Days(context.Background(), store.DayFilter{Project: "p1"}); len(days) != 0 {
+		t.Fatalf("incomplete run created days: %+v", days)
+	}
+	stage(t, s, bs[1])
+	complete(t, s, l.End(), store.Swapped)
+	checkVisible(t, s, l)
+	d := day(t, s, "p1", "events_daily", "2024-02-28")
+	if d.FirstLoadedAt == nil || !d.FirstLoadedAt.Equal(t0) || d.VisibleRunID != "run-x1" {
+		t.Fatalf("day = %+v", d)
+	}
+}
+
+func testAlreadyDone(t *testing.T, s store.Store) {
+	l := Load{ExtractID: "x1", Rows: 15}
+	load(t, s, l, store.Swapped)
+	stage(t, s, l.Batches()...)
+	complete(t, s, l.End(), store.AlreadyDone)
+	checkVisible(t, s, l)
+	r := run(t, s, "p1", "run-x1")
+	if got := statuses(r); !reflect.DeepEqual(got, []string{store.StatusSuccessful}) {
+		t.Fatalf("history after redelivered end = %v", got)
+	}
+	usage, err := s.Usage(context.Background(), "p1", "", "")
+	if err != nil || len(usage) != 1 || usage[0].RowsLoaded != 15 {
+		t.Fatalf("usage after redelivery = %+v, %v; want one row of 15", usage, err)
+	}
+}
+
+func testReload(t *testing.T, s store.Store) {
+	first := Load{ExtractID: "x1", Rows: 40, Fence: 1}
+	load(t, s, first, store.Swapped)
+	second := Load{ExtractID: "x2", Rows: 55, Fence: 2, Trigger: schemas.TriggerReload, At: t0.Add(time.Hour)}
+	load(t, s, second, store.Swapped)
+	checkVisible(t, s, second)
+	d := day(t, s, "p1", "events_daily", "2024-02-28")
+	if d.RowsLoaded != 55 || d.VisibleRunID != "run-x2" || d.Fence != 2 ||
+		!d.FirstLoadedAt.Equal(t0) || !d.LastLoadedAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("reloaded day = %+v", d)
+	}
+	usage, err := s.Usage(context.Background(), "p1", "2024-02-28", "2024-02-28")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.UsageRow{
+		{Project: "p1", Date: "2024-02-28", Ingestion: "events_daily", Trigger: schemas.TriggerReload, RowsLoaded: 55},
+		{Project: "p1", Date: "2024-02-28", Ingestion: "events_daily", Trigger: schemas.TriggerScheduled, RowsLoaded: 40},
+	}
+	if !reflect.DeepEqual(usage, want) {
+		t.Fatalf("usage = %+v, want %+v", usage, want)
+	}
+	if u, _ := s.Usage(context.Background(), "p1", "2024-03-01", ""); len(u) != 0 {
+		t.Fatalf("usage outside the range = %+v", u)
+	}
+}
+
+func testStale(t *testing.T, s store.Store) {
+	newer := Load{ExtractID: "x5", Rows: 10, Fence: 5}
+	load(t, s, newer, store.Swapped)
+	older := Load{ExtractID: "x3", Rows: 12, Fence: 3}
+	load(t, s, older, store.Stale)
+	checkVisible(t, s, newer)
+	if r := run(t, s, "p1", "run-x3"); r.Status != store.StatusSuperseded {
+		t.Fatalf("stale run status = %s", r.Status)
+	}
+	// Its batches redelivered later stay out, and its END stays refused.
+	load(t, s, older, store.AlreadyDone)
+	checkVisible(t, s, newer)
+}
+
+func testExtractionsDoNotMix(t *testing.T, s store.Store) {
+	// The first extraction of run r1 died after two of its batches; the
+	// retry (a new extract id, the same run) has three.
+	dead := Load{ExtractID: "x1", RunID: "r1", Rows: 30, PerBatch: 10}
+	stage(t, s, dead.Batches()[:2]...)
+	retry := Load{ExtractID: "x2", RunID: "r1", Rows: 25, PerBatch: 10}
+	bs := retry.Batches()
+	stage(t, s, bs[:2]...)
+	complete(t, s, retry.End(), store.Incomplete) // x1's batches never count for x2
+	stage(t, s, bs[2])
+	complete(t, s, retry.End(), store.Swapped)
+	checkVisible(t, s, retry)
+	// The abandoned extraction's late batches cannot come back.
+	stage(t, s, dead.Batches()...)
+	if out, err := s.CompleteRun(context.Background(), dead.End()); err != nil || out == store.Swapped {
+		t.Fatalf("abandoned extraction completed: %v, %v", out, err)
+	}
+	checkVisible(t, s, retry)
+}
+
+func testTooManyRejected(t *testing.T, s store.Store) {
+	t.Run("never loaded day fails", func(t *testing.T) {
+		l := Load{ExtractID: "x1", Rows: 4, Rejected: map[string]int64{"bad_time": 4, "missing_id": 2}}
+		load(t, s, l, store.TooManyRejected)
+		r := run(t, s, "p1", "run-x1")
+		if r.Status != store.StatusFailed || r.ErrorCategory != store.CategoryTooManyRejected ||
+			!strings.Contains(r.ErrorMessage, "60.0%") || !strings.Contains(r.ErrorMessage, "bad_time 4") {
+			t.Fatalf("run = %+v", r)
+		}
+		d := day(t, s, "p1", "events_daily", "2024-02-28")
+		if d.Status != store.StatusFailed || d.ErrorCategory != store.CategoryTooManyRejected {
+			t.Fatalf("day = %+v", d)
+		}
+		if got, _ := s.VisibleEvents(context.Background(), "p1", "events_daily", "2024-02-28"); len(got) != 0 {
+			t.Fatalf("failed run shows %d rows", len(got))
+		}
+	})
+	t.Run("loaded day keeps its rows", func(t *testing.T) {
+		good := Load{ExtractID: "g1", Date: "2024-02-27", Rows: 9}
+		load(t, s, good, store.Swapped)
+		bad := Load{ExtractID: "g2", Date: "2024-02-27", Rows: 1, Fence: 1, Rejected: map[string]int64{"bad_name": 5}}
+		load(t, s, bad, store.TooManyRejected)
+		checkVisible(t, s, good)
+		d := day(t, s, "p1", "events_daily", "2024-02-27")
+		if d.Status != store.StatusSuccessful || d.RowsLoaded != 9 || d.ErrorCategory != store.CategoryTooManyRejected {
+			t.Fatalf("day = %+v", d)
+		}
+	})
+}
+
+func testEmptyDay(t *testing.T, s store.Store) {
+	full := Load{ExtractID: "x1", Rows: 8}
+	load(t, s, full, store.Swapped)
+	empty := Load{ExtractID: "x2", Rows: 0, Fence: 1}
+	if n := len(empty.Batches()); n != 0 {
+		t.Fatalf("empty load has %d batches", n)
+	}
+	complete(t, s, empty.End(), store.Swapped)
+	checkVisible(t, s, empty)
+	d := day(t, s, "p1", "events_daily", "2024-02-28")
+	if d.Status != store.StatusLoadedEmpty || d.RowsLoaded != 0 || d.VisibleRunID != "run-x2" {
+		t.Fatalf("day = %+v", d)
+	}
+	if r := run(t, s, "p1", "run-x2"); r.Status != store.StatusLoadedEmpty {
+		t.Fatalf("run status = %s", r.Status)
+	}
+}
+
+func update(t testing.TB, s store.Store, u store.RunUpdate) {
+	t.Helper()
+	if u.Project == "" {
+		u.Project = "p1"
+	}
+	if u.Ingestion == "" {
+		u.Ingestion = "events_daily"
+	}
+	if u.Date == "" {
+		u.Date = "2024-02-28"
+	}
+	if u.Type == "" {
+		u.Type = "events"
+	}
+	if err := s.UpdateRun(context.Background(), u); err != nil {
+		t.Fatalf("update run %s to %s: %v", u.RunID, u.Status, err)
+	}
+}
+
+func testUpdateRun(t *testing.T, s store.Store) {
+	steps := []struct {
+		status string
+		want   string // run status after the step
+	}{
+		{store.StatusScheduled, store.StatusScheduled},
+		{store.StatusStarted, store.StatusStarted},
+		{store.StatusScheduled, store.StatusStarted}, // a redelivery: ignored
+		{store.StatusDownloaded, store.StatusDownloaded},
+		{store.StatusStarted, store.StatusDownloaded},
+		{store.StatusFailed, store.StatusFailed},
+		{store.StatusStarted, store.StatusFailed}, // nothing follows FAILED
+		{store.StatusSuccessful, store.StatusFailed},
+	}
+	for i, st := range steps {
+		u := store.RunUpdate{RunID: "r1", Trigger: schemas.TriggerAPI, Status: st.status, At: t0.Add(time.Duration(i) * time.Minute)}
+		if st.status == store.StatusFailed {
+			u.ErrorCategory, u.ErrorMessage = "QUERY_ERROR", "relation does not exist"
+		}
+		update(t, s, u)
+		if got := run(t, s, "p1", "r1").Status; got != st.want {
+			t.Fatalf("step %d (%s): status %s, want %s", i, st.status, got, st.want)
+		}
+	}
+	r := run(t, s, "p1", "r1")
+	wantHistory := []string{store.StatusScheduled, store.StatusStarted, store.StatusDownloaded, store.StatusFailed}
+	if got := statuses(r); !reflect.DeepEqual(got, wantHistory) {
+		t.Fatalf("history = %v, want %v", got, wantHistory)
+	}
+	if !r.History[2].At.Equal(t0.Add(3*time.Minute)) || !r.CreatedAt.Equal(t0) || r.Trigger != schemas.TriggerAPI {
+		t.Fatalf("run = %+v", r)
+	}
+	d := day(t, s, "p1", "events_daily", "2024-02-28")
+	if d.Status != store.StatusFailed || d.ErrorCategory != "QUERY_ERROR" || d.ErrorMessage != "relation does not exist" {
+		t.Fatalf("day of a failed first run = %+v", d)
+	}
+	if err := s.UpdateRun(context.Background(), store.RunUpdate{RunID: "r2", Project: "p1", Status: "BOGUS"}); !errors.Is(err, store.ErrUnknownStatus) {
+		t.Fatalf("unknown status: err = %v", err)
+	}
+	update(t, s, store.RunUpdate{RunID: "r3", Date: "2024-02-20", Status: store.StatusNoDataYet, Message: "no rows by 12:00"})
+	if d := day(t, s, "p1", "events_daily", "2024-02-20"); d.Status != store.StatusNoDataYet || d.Message != "no rows by 12:00" {
+		t.Fatalf("no-data day = %+v", d)
+	}
+}
+
+func testFailedReload(t *testing.T, s store.Store) {
+	good := Load{ExtractID: "x1", Rows: 6, Fence: 1}
+	load(t, s, good, store.Swapped)
+	update(t, s, store.RunUpdate{RunID: "r2", Fence: 2, Status: store.StatusStarted})
+	if d := day(t, s, "p1", "events_daily", "2024-02-28"); d.Status != store.StatusSuccessful {
+		t.Fatalf("a started reload changed the loaded day's status to %s", d.Status)
+	}
+	update(t, s, store.RunUpdate{RunID: "r2", Fence: 2, Status: store.StatusFailed, ErrorCategory: "CONNECTION_ERROR", ErrorMessage: "timeout"})
+	checkVisible(t, s, good)
+	d := day(t, s, "p1", "events_daily", "2024-02-28")
+	if d.Status != store.StatusSuccessful || d.RowsLoaded != 6 || d.ErrorCategory != "CONNECTION_ERROR" || d.ErrorMessage != "timeout" {
+		t.Fatalf("day after a failed reload = %+v", d)
+	}
+	// A later successful load clears the error.
+	load(t, s, Load{ExtractID: "x3", Rows: 7, Fence: 3}, store.Swapped)
+	if d := day(t, s, "p1", "events_daily", "2024-02-28"); d.ErrorCategory != "" || d.RowsLoaded != 7 {
+		t.Fatalf("day after a good reload = %+v", d)
+	}
+}
+
+func testFilters(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i, l := range []Load{
+		{Project: "pa", Ingestion: "ev", Date: "2024-02-01", ExtractID: "a1", Rows: 3, At: t0},
+		{Project: "pa", Ingestion: "ev", Date: "2024-02-02", ExtractID: "a2", Rows: 4, At: t0.Add(48 * time.Hour)},
+		{Project: "pa", Ingestion: "mt", Date: "2024-02-01", ExtractID: "a3", Rows: 5, Metrics: true, At: t0.Add(time.Hour)},
+		{Project: "pb", Ingestion: "ev", Date: "2024-02-01", ExtractID: "b1", Rows: 6, At: t0.Add(72 * time.Hour)},
+	} {
+		update(t, s, store.RunUpdate{RunID: l.withDefaults().RunID, Project: l.Project, Ingestion: l.Ingestion,
+			Date: l.Date, Status: store.StatusScheduled, At: t0.Add(time.Duration(i) * time.Minute)})
+		load(t, s, l, store.Swapped)
+	}
+	dayKeys := func(f store.DayFilter) []string {
+		t.Helper()
+		days, err := s.Days(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, d := range days {
+			keys = append(keys, d.Project+"/"+d.Ingestion+"/"+d.Date)
+		}
+		return keys
+	}
+	cases := []struct {
+		name string
+		f    store.DayFilter
+		want []string
+	}{
+		{"project", store.DayFilter{Project: "pa"}, []string{"pa/ev/2024-02-01", "pa/ev/2024-02-02", "pa/mt/2024-02-01"}},
+		{"other project", store.DayFilter{Project: "pb"}, []string{"pb/ev/2024-02-01"}},
+		{"all projects", store.DayFilter{Ingestion: "ev", To: "2024-02-01"}, []string{"pa/ev/2024-02-01", "pb/ev/2024-02-01"}},
+		{"type", store.DayFilter{Project: "pa", Type: "metrics"}, []string{"pa/mt/2024-02-01"}},
+		{"range", store.DayFilter{Project: "pa", From: "2024-02-02", To: "2024-02-09"}, []string{"pa/ev/2024-02-02"}},
+		{"loaded since", store.DayFilter{LoadedSince: t0.Add(47 * time.Hour)}, []string{"pb/ev/2024-02-01", "pa/ev/2024-02-02"}},
+		{"unknown project", store.DayFilter{Project: "pc"}, nil},
+	}
+	for _, c := range cases {
+		t.Run("days/"+c.name, func(t *testing.T) {
+			if got := dayKeys(c.f); !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("days = %v, want %v", got, c.want)
+			}
+		})
+	}
+	runCases := []struct {
+		name string
+		f    store.RunFilter
+		want []string
+	}{
+		{"project newest first", store.RunFilter{Project: "pa"}, []string{"run-a3", "run-a2", "run-a1"}},
+		{"limit", store.RunFilter{Project: "pa", Limit: 1}, []string{"run-a3"}},
+		{"date", store.RunFilter{Project: "pa", Date: "2024-02-01"}, []string{"run-a3", "run-a1"}},
+		{"ingestion", store.RunFilter{Project: "pa", Ingestion: "ev"}, []string{"run-a2", "run-a1"}},
+		{"other project", store.RunFilter{Project: "pb"}, []string{"run-b1"}},
+	}
+	for _, c := range runCases {
+		t.Run("runs/"+c.name, func(t *testing.T) {
+			runs, err := s.Runs(ctx, c.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range runs {
+				got = append(got, r.RunID)
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("runs = %v, want %v", got, c.want)
+			}
+		})
+	}
+	if _, err := s.Run(ctx, "pa", "run-b1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("project pa reads pb's run: err = %v", err)
+	}
+	if ev, _ := s.VisibleEvents(ctx, "pa", "ev", "2024-02-01"); len(ev) != 3 || ev[0].EventValue != "a1" {
+		t.Fatalf("pa's events = %d rows", len(ev))
+	}
+	if ev, _ := s.VisibleEvents(ctx, "pc", "ev", "2024-02-01"); len(ev) != 0 {
+		t.Fatalf("unknown project sees %d events", len(ev))
+	}
+	if u, _ := s.Usage(ctx, "pb", "", ""); len(u) != 1 || u[0].RowsLoaded != 6 || u[0].Project != "pb" {
+		t.Fatalf("pb usage = %+v", u)
+	}
+}
+
+func testDeltaLedger(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.RecordWarehouseCount(ctx, "p1", "events_daily", "2024-02-28", 10, "f0", t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("count of an unknown day: err = %v", err)
+	}
+	load(t, s, Load{ExtractID: "x1", Rows: 10}, store.Swapped)
+	steps := []struct {
+		count             int64
+		finger            string
+		wantFinger, wantW string
+	}{
+		{10, "f1", "f1", "f1"}, // the first check after the load is the baseline
+		{12, "f2", "f1", "f2"},
+	}
+	for i, st := range steps {
+		at := t0.Add(time.Duration(i+1) * time.Hour)
+		if err := s.RecordWarehouseCount(ctx, "p1", "events_daily", "2024-02-28", st.count, st.finger, at); err != nil {
+			t.Fatal(err)
+		}
+		d := day(t, s, "p1", "events_daily", "2024-02-28")
+		if d.WarehouseCount == nil || *d.WarehouseCount != st.count || !d.WarehouseAt.Equal(at) ||
+			d.Fingerprint != st.wantFinger || d.WarehouseFinger != st.wantW || d.RowsLoaded != 10 {
+			t.Fatalf("step %d: day = %+v", i, d)
+		}
+	}
+	// A reload resets the baseline.
+	load(t, s, Load{ExtractID: "x2", Rows: 12, Fence: 1}, store.Swapped)
+	if d := day(t, s, "p1", "events_daily", "2024-02-28"); d.Fingerprint != "" || d.RowsLoaded != 12 {
+		t.Fatalf("day after reload = %+v", d)
+	}
+}
+
+func testMetrics(t *testing.T, s store.Store) {
+	l := Load{ExtractID: "m1", Ingestion: "metrics_daily", Rows: 11, PerBatch: 4, Metrics: true}
+	load(t, s, l, store.Swapped)
+	got, err := s.VisibleMetrics(context.Background(), "p1", "metrics_daily", "2024-02-28")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []schemas.Metric
+	for i := range 11 {
+		want = append(want, l.withDefaults().metric(i))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("metrics = %+v\nwant %+v", got, want)
+	}
+	if ev, _ := s.VisibleEvents(context.Background(), "p1", "metrics_daily", "2024-02-28"); len(ev) != 0 {
+		t.Fatalf("a metrics day shows %d events", len(ev))
+	}
+	if d := day(t, s, "p1", "metrics_daily", "2024-02-28"); d.Type != "metrics" || d.RowsLoaded != 11 {
+		t.Fatalf("day = %+v", d)
+	}
+}
+
+// testConcurrentReaders reloads one day over and over while a reader
+// checks that every read shows exactly one whole extraction.
+func testConcurrentReaders(t *testing.T, s store.Store) {
+	const reloads = 12
+	loads := make(map[string]Load)
+	for i := range reloads {
+		l := Load{ExtractID: fmt.Sprintf("x%02d", i), Fence: int64(i), Rows: 50 + 17*i, PerBatch: 16}
+		loads[l.ExtractID] = l
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads, nonEmpty int
+	var readErr error
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			ev, err := s.VisibleEvents(context.Background(), "p1", "events_daily", "2024-02-28")
+			if err != nil {
+				readErr = err
+				return
+			}
+			reads++
+			if len(ev) == 0 {
+				continue
+			}
+			nonEmpty++
+			l, ok := loads[ev[0].EventValue]
+			if !ok || len(ev) != l.Rows {
+				readErr = fmt.Errorf("read %d rows starting with extraction %q", len(ev), ev[0].EventValue)
+				return
+			}
+			for i, e := range ev {
+				if e.EventValue != l.ExtractID || e.Position != int64(i) {
+					readErr = fmt.Errorf("row %d of a read of %s: extraction %s position %d", i, l.ExtractID, e.EventValue, e.Position)
+					return
+				}
+			}
+		}
+	})
+	for i := range reloads {
+		l := loads[fmt.Sprintf("x%02d", i)]
+		bs := l.Batches()
+		// Stage in two polls, as a loader would.
+		stage(t, s, bs[:len(bs)/2]...)
+		stage(t, s, bs[len(bs)/2:]...)
+		complete(t, s, l.End(), store.Swapped)
+	}
+	// Keep reading until the reader has seen the final day at least once.
+	last := loads[fmt.Sprintf("x%02d", reloads-1)]
+	checkVisible(t, s, last)
+	close(done)
+	wg.Wait()
+	if readErr != nil {
+		t.Fatal(readErr)
+	}
+	t.Logf("%d reads during %d reloads, %d non-empty", reads, reloads, nonEmpty)
+	if reads == 0 {
+		t.Fatal("the reader never read")
+	}
+}
+
+// testCrash stops a store in the middle of a run, reopens it and replays
+// the whole extraction: nothing is lost and nothing doubles.
+func testCrash(t *testing.T, newStore NewStore) {
+	s1 := newStore(t)
+	l := Load{ExtractID: "x1", Rows: 40, PerBatch: 10}
+	bs := l.Batches()
+	update(t, s1, store.RunUpdate{RunID: "run-x1", Status: store.StatusStarted, At: t0})
+	stage(t, s1, bs[:3]...)
+	complete(t, s1, l.End(), store.Incomplete)
+	// A cancelled StageBatches writes nothing.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s1.StageBatches(ctx, bs[3:]); err == nil {
+		t.Fatal("staging with a cancelled context succeeded")
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := newStore(t)
+	stage(t, s2, bs...) // the consumer restarts from its last committed offset
+	complete(t, s2, l.End(), store.Swapped)
+	checkVisible(t, s2, l)
+	// The swap committed but the offsets did not: everything comes again.
+	stage(t, s2, bs...)
+	complete(t, s2, l.End(), store.AlreadyDone)
+	checkVisible(t, s2, l)
+	if got := statuses(run(t, s2, "p1", "run-x1")); !reflect.DeepEqual(got, []string{store.StatusStarted, store.StatusSuccessful}) {
+		t.Fatalf("history = %v", got)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
