@@ -1,0 +1,117 @@
+package bqtest
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"cloud.google.com/go/bigquery/storage/apiv1/storagepb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// readServer is the Storage Read API: one session per CreateReadSession,
+// rows split into contiguous ranges, one per stream, each streamed as Arrow
+// record batches of the page size.
+type readServer struct {
+	storagepb.UnimplementedBigQueryReadServer
+	s *Server
+}
+
+func (r *readServer) CreateReadSession(ctx context.Context, req *storagepb.CreateReadSessionRequest) (*storagepb.ReadSession, error) {
+	s := r.s
+	s.stats.sessions.Add(1)
+	tbl := req.GetReadSession().GetTable()
+	parts := strings.Split(tbl, "/")
+	if len(parts) != 6 || parts[0] != "projects" || parts[2] != "datasets" || parts[4] != "tables" {
+		return nil, status.Errorf(codes.InvalidArgument, "bad table %q", tbl)
+	}
+	t, err := s.lookup(parts[1], "", parts[3]+"."+parts[5])
+	if err != nil {
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	as, err := arrowSchema(t.schema)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ser, err := serializedSchema(as)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	s.mu.Lock()
+	n := s.streams
+	s.mu.Unlock()
+	if m := int(req.GetMaxStreamCount()); m > 0 && m < n {
+		n = m
+	}
+	name := tbl + "/sessions/" + strconv.FormatInt(s.stats.sessions.Load(), 10)
+	sess := &storagepb.ReadSession{
+		Name:              name,
+		Table:             tbl,
+		DataFormat:        storagepb.DataFormat_ARROW,
+		Schema:            &storagepb.ReadSession_ArrowSchema{ArrowSchema: &storagepb.ArrowSchema{SerializedSchema: ser}},
+		EstimatedRowCount: int64(len(t.rows)),
+	}
+	if len(t.rows) > 0 {
+		for i := range n {
+			sess.Streams = append(sess.Streams, &storagepb.ReadStream{Name: fmt.Sprintf("%s/streams/%d/%d", name, i, n)})
+		}
+	}
+	return sess, nil
+}
+
+func (r *readServer) ReadRows(req *storagepb.ReadRowsRequest, stream storagepb.BigQueryRead_ReadRowsServer) error {
+	s := r.s
+	s.stats.readRows.Add(1)
+	// A stream name is <table>/sessions/<n>/streams/<i>/<count>.
+	name := req.GetReadStream()
+	at := strings.Index(name, "/sessions/")
+	var i, n int
+	if at < 0 {
+		return status.Errorf(codes.InvalidArgument, "bad stream %q", name)
+	}
+	tail := strings.Split(name[at+1:], "/")
+	if len(tail) != 5 {
+		return status.Errorf(codes.InvalidArgument, "bad stream %q", name)
+	}
+	i, _ = strconv.Atoi(tail[3])
+	n, _ = strconv.Atoi(tail[4])
+	parts := strings.Split(name[:at], "/")
+	t, err := s.lookup(parts[1], "", parts[3]+"."+parts[5])
+	if err != nil {
+		return status.Error(codes.NotFound, err.Error())
+	}
+	as, err := arrowSchema(t.schema)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	ser, err := serializedSchema(as)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	s.mu.Lock()
+	size := s.pageSize
+	s.mu.Unlock()
+	per := (len(t.rows) + n - 1) / n
+	lo, hi := min(i*per, len(t.rows)), min((i+1)*per, len(t.rows))
+	for start := lo + int(req.GetOffset()); start < hi; start += size {
+		end := min(start+size, hi)
+		data, err := serializedBatch(as, len(ser), t.schema, t.rows[start:end])
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		s.stats.recordBatches.Add(1)
+		err = stream.Send(&storagepb.ReadRowsResponse{
+			RowCount: int64(end - start),
+			Rows: &storagepb.ReadRowsResponse_ArrowRecordBatch{ArrowRecordBatch: &storagepb.ArrowRecordBatch{
+				SerializedRecordBatch: data,
+				RowCount:              int64(end - start),
+			}},
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
