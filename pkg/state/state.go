@@ -110,6 +110,9 @@ func (s *State) fenceKey(d DayKey) string { return s.key("fence", "{"+d.member()
 func (s *State) pendingKey(d DayKey) string {
 	return s.key("pending", d.member())
 }
+func (s *State) triggerKey(project, typ string) string {
+	return s.key("ratelimit", url.PathEscape(project), url.PathEscape(typ))
+}
 func (s *State) pendingSetKey() string { return s.key("pending-days") }
 
 // allowScript sets the window key if absent; otherwise it answers the
@@ -128,7 +131,7 @@ func (s *State) AllowTrigger(ctx context.Context, project, typ string, window ti
 	if window <= 0 {
 		return false, 0, fmt.Errorf("allow trigger %s/%s: window must be positive, got %s", project, typ, window)
 	}
-	k := s.key("ratelimit", url.PathEscape(project), url.PathEscape(typ))
+	k := s.triggerKey(project, typ)
 	left, err := allowScript.Run(ctx, s.rdb, []string{k},
 		s.clock().UTC().Format(time.RFC3339Nano), window.Milliseconds()).Int64()
 	if err != nil {
@@ -316,6 +319,15 @@ func (s *State) Once(ctx context.Context, key string, ttl time.Duration) (bool, 
 func (s *State) Ping(ctx context.Context) error {
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("ping redis: %w", err)
+	}
+	return nil
+}
+
+// ResetTrigger reopens the project and type's window at once: for a call
+// that was let through but could not start anything.
+func (s *State) ResetTrigger(ctx context.Context, project, typ string) error {
+	if err := s.rdb.Del(ctx, s.triggerKey(project, typ)).Err(); err != nil {
+		return fmt.Errorf("reset trigger window %s/%s: %w", project, typ, err)
 	}
 	return nil
 }

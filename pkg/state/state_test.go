@@ -124,6 +124,12 @@ func TestAllowTrigger(t *testing.T) {
 				t.Fatalf("%s/%s: ok=%v err=%v, want its own window", other.project, other.typ, ok, err)
 			}
 		}
+		if err := s.ResetTrigger(ctx, "p2", "events"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _, _ := s.AllowTrigger(ctx, "p2", "events", window); !ok {
+			t.Fatal("after ResetTrigger: want the window open again")
+		}
 		if _, _, err := s.AllowTrigger(ctx, "p1", "events", 0); err == nil {
 			t.Fatal("zero window: want an error")
 		}
