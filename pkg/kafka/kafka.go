@@ -62,6 +62,9 @@ func NewClient(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts 
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchMaxBytes(16 << 20),
 		kgo.MaxBufferedRecords(10_000),
+		// Batches of rows are large records: bound the producer buffer by
+		// bytes so a fast warehouse cannot outrun the broker into OOM.
+		kgo.MaxBufferedBytes(64 << 20),
 		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
 		kgo.FetchMaxBytes(64 << 20),

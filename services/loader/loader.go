@@ -1,0 +1,235 @@
+// Package loader materializes mapped records into the event store. ROWS
+// batches are staged idempotently (a redelivered batch changes nothing);
+// an END record swaps the day to its extraction's rows atomically, with the
+// day's status and counts in the same transaction; then the day's lease is
+// released so a queued request for it may run. Offsets are committed only
+// after all of that is durable.
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/state"
+	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/schemas"
+)
+
+// Config tunes the loader.
+type Config struct {
+	Group            string // consumer group, default sluice-loader
+	MaxPollRecords   int
+	MaxRejectedShare float64 // a run rejecting more fails instead of loading
+}
+
+// Deps are the loader's collaborators.
+type Deps struct {
+	Kafka    kafka.Config
+	Codecs   *schemas.Codecs
+	Store    store.Store
+	State    *state.State
+	Logger   *slog.Logger
+	Clock    func() time.Time
+	Registry prometheus.Registerer
+	// OnDayDone, when set, is told about every finished run (notifications).
+	OnDayDone func(ctx context.Context, end store.RunEnd, outcome store.Outcome)
+}
+
+// Service is a running loader.
+type Service struct {
+	cfg    Config
+	deps   Deps
+	client *kgo.Client
+
+	rows  *prometheus.CounterVec
+	runs  *prometheus.CounterVec
+	stage prometheus.Histogram
+}
+
+// New builds a loader and its Kafka client.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if cfg.Group == "" {
+		cfg.Group = "sluice-loader"
+	}
+	if cfg.MaxPollRecords == 0 {
+		cfg.MaxPollRecords = 256
+	}
+	if cfg.MaxRejectedShare == 0 {
+		cfg.MaxRejectedShare = 1
+	}
+	if deps.Codecs == nil || deps.Store == nil || deps.State == nil {
+		return nil, errors.New("loader: codecs, store and state are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Clock == nil {
+		deps.Clock = time.Now
+	}
+	s := &Service{cfg: cfg, deps: deps,
+		rows:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_total", Help: "Records staged into the store."}, []string{"ingestion"}),
+		runs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_runs_total", Help: "Runs finished, by outcome."}, []string{"outcome"}),
+		stage: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_loader_stage_seconds", Help: "Time to stage one poll of batches.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+	}
+	if deps.Registry != nil {
+		for _, c := range []prometheus.Collector{s.rows, s.runs, s.stage} {
+			if err := deps.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("register loader metrics: %w", err)
+			}
+		}
+	}
+	cl, err := kafka.NewClient(deps.Kafka, deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
+	if err != nil {
+		return nil, err
+	}
+	s.client = cl
+	return s, nil
+}
+
+func (s *Service) consumerConfig() kafka.ConsumerConfig {
+	return kafka.ConsumerConfig{
+		Group:          s.cfg.Group,
+		Topics:         []string{s.deps.Kafka.Topic(schemas.TopicMappedEvents)},
+		MaxPollRecords: s.cfg.MaxPollRecords,
+	}
+}
+
+// Run loads until ctx is cancelled.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.client.Close()
+	return kafka.Consume(ctx, s.client, s.consumerConfig(), s.deps.Logger, s.handle)
+}
+
+// handle stages a poll's ROWS batches in one transaction, then finishes
+// the runs whose END or FAILED marker arrived. Any error leaves the poll
+// uncommitted; everything here is idempotent, so the retry is safe.
+func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
+	c := s.deps.Codecs
+	var rows []*schemas.MappedBatch
+	var markers []*schemas.MappedBatch
+	var dead []*kgo.Record
+	for _, rec := range records {
+		b := new(schemas.MappedBatch)
+		if err := c.Decode(c.MappedBatch, rec.Value, b); err != nil {
+			dl, err := s.deadLetter(rec, err)
+			if err != nil {
+				return err
+			}
+			dead = append(dead, dl)
+			continue
+		}
+		if b.Kind == schemas.KindRows {
+			rows = append(rows, b)
+		} else {
+			markers = append(markers, b)
+		}
+	}
+	if err := kafka.ProduceSync(ctx, s.client, dead...); err != nil {
+		return err
+	}
+	if len(rows) > 0 {
+		start := s.deps.Clock()
+		if err := s.deps.Store.StageBatches(ctx, rows); err != nil {
+			return fmt.Errorf("stage %d batches: %w", len(rows), err)
+		}
+		s.stage.Observe(s.deps.Clock().Sub(start).Seconds())
+		for _, b := range rows {
+			s.rows.WithLabelValues(b.Ingestion).Add(float64(len(b.Events) + len(b.Metrics)))
+		}
+	}
+	for _, m := range markers {
+		if err := s.finish(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish completes or fails one run and releases its day.
+func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
+	log := s.deps.Logger.With("run_id", m.RunID, "ingestion", m.Ingestion, "day", m.Date, "project", m.Project)
+	day := state.DayKey{Project: m.Project, Ingestion: m.Ingestion, Date: m.Date}
+	end := store.RunEnd{
+		RunID: m.RunID, ExtractID: m.ExtractID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type,
+		Date: m.Date, Trigger: m.Trigger, Fence: m.Fence, Batches: m.Seq, Rows: m.RowCount,
+		MaxRejectedShare: s.cfg.MaxRejectedShare, At: s.deps.Clock(),
+	}
+	outcome := store.Incomplete
+	switch m.Kind {
+	case schemas.KindEnd:
+		var err error
+		outcome, err = s.deps.Store.CompleteRun(ctx, end)
+		if err != nil {
+			return fmt.Errorf("complete run %s of %s/%s: %w", m.RunID, m.Ingestion, m.Date, err)
+		}
+		if outcome == store.Incomplete {
+			// Batches precede their END on the partition, so a gap means
+			// the extraction's rows are not all here: fail the run loudly.
+			err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
+				RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
+				Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: "INTERNAL_WRITE_ERROR",
+				ErrorMessage: fmt.Sprintf("extraction %s ended with %d batches but not all reached the store", m.ExtractID, m.Seq),
+				At: s.deps.Clock(),
+			})
+			if err != nil {
+				return fmt.Errorf("record incomplete run %s: %w", m.RunID, err)
+			}
+		}
+	case schemas.KindFailed:
+		err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
+			RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
+			Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: m.ErrorCategory,
+			ErrorMessage: m.ErrorMessage, At: s.deps.Clock(),
+		})
+		if err != nil {
+			return fmt.Errorf("record failed run %s: %w", m.RunID, err)
+		}
+	default:
+		return nil
+	}
+	s.runs.WithLabelValues(outcomeName(m.Kind, outcome)).Inc()
+	log.Info("run finished", "outcome", outcomeName(m.Kind, outcome), "rows", m.RowCount)
+	if err := s.deps.State.ReleaseDay(ctx, day, m.RunID); err != nil {
+		return fmt.Errorf("release day %s: %w", day, err)
+	}
+	if s.deps.OnDayDone != nil {
+		s.deps.OnDayDone(ctx, end, outcome)
+	}
+	return nil
+}
+
+func outcomeName(kind string, o store.Outcome) string {
+	if kind == schemas.KindFailed {
+		return "failed"
+	}
+	switch o {
+	case store.Swapped:
+		return "swapped"
+	case store.AlreadyDone:
+		return "already_done"
+	case store.Stale:
+		return "stale"
+	case store.TooManyRejected:
+		return "too_many_rejected"
+	default:
+		return "incomplete"
+	}
+}
+
+func (s *Service) deadLetter(src *kgo.Record, cause error) (*kgo.Record, error) {
+	s.deps.Logger.Warn("undecodable mapped batch sent to dead letters", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", cause)
+	dl := schemas.DeadLetter{SourceTopic: src.Topic, Reason: "undecodable_message", Detail: cause.Error(),
+		Position: -1, Values: map[string]string{}, Raw: src.Value, At: s.deps.Clock().UnixMilli()}
+	data, err := s.deps.Codecs.Encode(s.deps.Codecs.DeadLetter, &dl)
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter: %w", err)
+	}
+	return &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicDeadLetter), Key: src.Key, Value: data}, nil
+}

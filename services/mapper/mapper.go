@@ -1,0 +1,217 @@
+// Package mapper turns raw warehouse rows into canonical events and
+// metrics. Each raw-rows batch becomes one mapped-events batch with the
+// same key and sequence number, carrying its per-reason reject counts; every
+// rejected row goes to the dead-letter topic with its reason and original
+// values. END and FAILED markers pass through, so the loader sees a run's
+// records and then its end, in order. Per run: extracted = mapped + rejected.
+package mapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/mapping"
+	"github.com/sluicehq/sluice/schemas"
+)
+
+// Config tunes the mapper.
+type Config struct {
+	Group          string // consumer group, default sluice-mapper
+	MaxPollRecords int
+}
+
+// Deps are the mapper's collaborators.
+type Deps struct {
+	Kafka    kafka.Config
+	Codecs   *schemas.Codecs
+	Settings *config.File
+	Logger   *slog.Logger
+	Clock    func() time.Time
+	Registry prometheus.Registerer
+}
+
+// Service is a running mapper.
+type Service struct {
+	cfg    Config
+	deps   Deps
+	client *kgo.Client
+
+	mu      sync.Mutex
+	mappers map[string]*mapping.Mapper // by project/ingestion
+
+	// Reused across batches: the loop is single-threaded.
+	raw    schemas.RawBatch
+	mapped schemas.MappedBatch
+
+	rows     *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+}
+
+// New builds a mapper and its Kafka client.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if cfg.Group == "" {
+		cfg.Group = "sluice-mapper"
+	}
+	if cfg.MaxPollRecords == 0 {
+		cfg.MaxPollRecords = 64
+	}
+	if deps.Codecs == nil || deps.Settings == nil {
+		return nil, errors.New("mapper: codecs and settings are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Clock == nil {
+		deps.Clock = time.Now
+	}
+	s := &Service{cfg: cfg, deps: deps, mappers: map[string]*mapping.Mapper{},
+		rows:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rows_total", Help: "Rows mapped, by ingestion and outcome."}, []string{"ingestion", "outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rejected_rows_total", Help: "Rows rejected, by reason."}, []string{"ingestion", "reason"}),
+	}
+	if deps.Registry != nil {
+		for _, c := range []prometheus.Collector{s.rows, s.rejected} {
+			if err := deps.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("register mapper metrics: %w", err)
+			}
+		}
+	}
+	cl, err := kafka.NewClient(deps.Kafka, deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
+	if err != nil {
+		return nil, err
+	}
+	s.client = cl
+	return s, nil
+}
+
+func (s *Service) consumerConfig() kafka.ConsumerConfig {
+	return kafka.ConsumerConfig{
+		Group:          s.cfg.Group,
+		Topics:         []string{s.deps.Kafka.Topic(schemas.TopicRawRows)},
+		MaxPollRecords: s.cfg.MaxPollRecords,
+	}
+}
+
+// Run maps until ctx is cancelled.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.client.Close()
+	return kafka.Consume(ctx, s.client, s.consumerConfig(), s.deps.Logger, s.handle)
+}
+
+// handle maps one poll's records and produces the results; it returns
+// only when every output is acknowledged, so offsets are committed after.
+func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
+	out := make([]*kgo.Record, 0, len(records)+8)
+	for _, rec := range records {
+		produced, err := s.mapRecord(rec)
+		if err != nil {
+			return err
+		}
+		out = append(out, produced...)
+	}
+	return kafka.ProduceSync(ctx, s.client, out...)
+}
+
+// mapRecord returns the records one raw-rows record turns into.
+func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
+	c := s.deps.Codecs
+	raw := &s.raw
+	if err := c.Decode(c.RawBatch, rec.Value, raw); err != nil {
+		// A poison message must not block its partition.
+		dl, derr := s.deadLetter(rec, schemas.DeadLetter{Reason: "undecodable_message", Detail: err.Error(), Position: -1, Raw: rec.Value})
+		return []*kgo.Record{dl}, derr
+	}
+	m := &s.mapped
+	*m = schemas.MappedBatch{
+		RunID: raw.RunID, ExtractID: raw.ExtractID, Project: raw.Project, Ingestion: raw.Ingestion,
+		Date: raw.Date, Trigger: raw.Trigger, Fence: raw.Fence, Kind: raw.Kind, Seq: raw.Seq,
+		RowCount: raw.RowCount, ErrorCategory: raw.ErrorCategory, ErrorMessage: raw.ErrorMessage,
+		Events: m.Events[:0], Metrics: m.Metrics[:0], Rejected: m.Rejected[:0],
+	}
+	var dead []*kgo.Record
+	if ing, ok := s.deps.Settings.Ingestion(raw.Project, raw.Ingestion); ok {
+		m.Type = ing.Type
+	}
+	if raw.Kind == schemas.KindRows {
+		mp, err := s.mapperFor(raw.Project, raw.Ingestion)
+		if err != nil {
+			// The ingestion is gone or its mapping broke: fail the run
+			// visibly rather than drop its rows.
+			m.Kind = schemas.KindFailed
+			m.ErrorCategory = "SETUP_ERROR"
+			m.ErrorMessage = err.Error()
+		} else {
+			var rejectErr error
+			mp.Map(raw, m, func(r mapping.Rejection) {
+				rec, err := s.deadLetter(rec, schemas.DeadLetter{
+					Reason: r.Reason, Detail: r.Detail, RunID: raw.RunID, ExtractID: raw.ExtractID,
+					Project: raw.Project, Ingestion: raw.Ingestion, Date: raw.Date, Position: r.Position,
+					Values: r.Values(),
+				})
+				if err != nil && rejectErr == nil {
+					rejectErr = err
+				}
+				dead = append(dead, rec)
+			})
+			if rejectErr != nil {
+				return nil, rejectErr
+			}
+			mapped := len(m.Events) + len(m.Metrics)
+			s.rows.WithLabelValues(raw.Ingestion, "mapped").Add(float64(mapped))
+			for _, rc := range m.Rejected {
+				s.rows.WithLabelValues(raw.Ingestion, "rejected").Add(float64(rc.Count))
+				s.rejected.WithLabelValues(raw.Ingestion, rc.Reason).Add(float64(rc.Count))
+			}
+		}
+	}
+	data, err := c.Encode(c.MappedBatch, m)
+	if err != nil {
+		return nil, fmt.Errorf("encode mapped batch %d of run %s: %w", m.Seq, m.RunID, err)
+	}
+	out := append(dead, &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicMappedEvents), Key: rec.Key, Value: data})
+	return out, nil
+}
+
+func (s *Service) mapperFor(project, ingestion string) (*mapping.Mapper, error) {
+	key := project + "/" + ingestion
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.mappers[key]; ok {
+		return m, nil
+	}
+	ing, ok := s.deps.Settings.Ingestion(project, ingestion)
+	if !ok {
+		return nil, fmt.Errorf("project %q has no ingestion %q in this mapper's config", project, ingestion)
+	}
+	p, ok := s.deps.Settings.Project(project)
+	if !ok {
+		return nil, fmt.Errorf("unknown project %q", project)
+	}
+	m, err := mapping.New(*ing, p.IDTypes)
+	if err != nil {
+		return nil, fmt.Errorf("compile mapping of %s: %w", key, err)
+	}
+	s.mappers[key] = m
+	return m, nil
+}
+
+func (s *Service) deadLetter(src *kgo.Record, dl schemas.DeadLetter) (*kgo.Record, error) {
+	dl.SourceTopic = src.Topic
+	dl.At = s.deps.Clock().UnixMilli()
+	if dl.Values == nil {
+		dl.Values = map[string]string{}
+	}
+	data, err := s.deps.Codecs.Encode(s.deps.Codecs.DeadLetter, &dl)
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter: %w", err)
+	}
+	return &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicDeadLetter), Key: src.Key, Value: data}, nil
+}
