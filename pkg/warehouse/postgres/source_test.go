@@ -4,16 +4,24 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"math"
+	"net"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"cloud.google.com/go/civil"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
+	"github.com/sluicehq/sluice/schemas"
 )
 
 const adminDSN = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
@@ -68,15 +76,17 @@ func openSource(tb testing.TB, cfg config.Connection) *Source {
 	return src
 }
 
-func execer(database string) func(testing.TB, string) {
+// execer runs DDL/DML in database over one connection closed when tb ends.
+func execer(tb testing.TB, database string) func(testing.TB, string) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, strings.Replace(adminDSN, "/postgres?", "/"+database+"?", 1))
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	tb.Cleanup(func() { conn.Close(context.Background()) })
 	return func(tb testing.TB, sql string) {
 		tb.Helper()
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, strings.Replace(adminDSN, "/postgres?", "/"+database+"?", 1))
-		if err != nil {
-			tb.Fatalf("connect: %v", err)
-		}
-		defer conn.Close(ctx)
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			tb.Fatalf("exec %s: %v", sql, err)
 		}
@@ -87,7 +97,7 @@ func harness(kind string) warehousetest.Harness {
 	return warehousetest.Harness{
 		Open: func(tb testing.TB) (warehouse.Source, func(testing.TB, string)) {
 			db := freshDatabase(tb)
-			return openSource(tb, connection(kind, db)), execer(db)
+			return openSource(tb, connection(kind, db)), execer(tb, db)
 		},
 		TypeName: func(t warehousetest.Type) string {
 			names := map[warehousetest.Type]string{
@@ -129,4 +139,179 @@ func TestConformancePostgres(t *testing.T) {
 func TestConformanceRedshiftFlavour(t *testing.T) {
 	t.Parallel()
 	warehousetest.Run(t, harness(KindRedshift))
+}
+
+func TestPostgresSpecificTypes(t *testing.T) {
+	t.Parallel()
+	db := freshDatabase(t)
+	src := openSource(t, connection(KindPostgres, db))
+	query := `SELECT 'NaN'::numeric AS nan, 'Infinity'::numeric AS inf, 1e-30::numeric AS tiny,
+		'infinity'::date AS d_inf, '-infinity'::timestamptz AS ts_inf,
+		ROW(1, 'x')::record AS rec, ARRAY[1.5, NULL]::numeric[] AS nums, ARRAY['a"b']::text[] AS texts,
+		'7d444840-9dc0-11d1-b245-5ffdce74fad2'::uuid AS id, 'ab'::char(3) AS bp, interval '1 day' AS iv,
+		$1::date AS day`
+	b, err := src.Sample(context.Background(), query, civil.Date{Year: 2024, Month: 5, Day: 6}, 10)
+	if err != nil {
+		t.Fatalf("Sample: %v", err)
+	}
+	want := []struct {
+		name, typ string
+		long      int64
+		str       string
+	}{
+		{"nan", schemas.TypeDecimal, 0, "NaN"},
+		{"inf", schemas.TypeDecimal, 0, "Infinity"},
+		{"tiny", schemas.TypeDecimal, 0, "0.000000000000000000000000000001"},
+		{"d_inf", schemas.TypeDate, math.MaxInt64, ""},
+		{"ts_inf", schemas.TypeTimestamp, math.MinInt64, ""},
+		{"rec", schemas.TypeJSON, 0, `[1,"x"]`},
+		{"nums", schemas.TypeJSON, 0, `[1.5,null]`},
+		{"texts", schemas.TypeJSON, 0, `["a\"b"]`},
+		{"id", schemas.TypeString, 0, "7d444840-9dc0-11d1-b245-5ffdce74fad2"},
+		{"bp", schemas.TypeString, 0, "ab "},
+		{"iv", schemas.TypeString, 0, "1 day"},
+		{"day", schemas.TypeDate, 19849, ""},
+	}
+	if b.Rows != 1 || len(b.Columns) != len(want) {
+		t.Fatalf("Sample = %d rows, %d columns; want 1, %d", b.Rows, len(b.Columns), len(want))
+	}
+	for i, w := range want {
+		c := b.Columns[i]
+		if c.Name != w.name || c.Type != w.typ {
+			t.Errorf("column %d = %s %s (%s), want %s %s", i, c.Name, c.Type, c.DBType, w.name, w.typ)
+			continue
+		}
+		switch w.typ {
+		case schemas.TypeDate, schemas.TypeTimestamp:
+			if c.Longs[0] != w.long {
+				t.Errorf("%s = %d, want %d", w.name, c.Longs[0], w.long)
+			}
+		default:
+			if c.Strings[0] != w.str {
+				t.Errorf("%s = %q, want %q", w.name, c.Strings[0], w.str)
+			}
+		}
+	}
+}
+
+func TestCategory(t *testing.T) {
+	tests := []struct {
+		err       error
+		category  string
+		transient bool
+	}{
+		{&pgconn.PgError{Code: "28P01"}, warehouse.CategoryAuthentication, false},
+		{&pgconn.PgError{Code: "28000"}, warehouse.CategoryAuthentication, false},
+		{&pgconn.PgError{Code: "42501"}, warehouse.CategoryPermission, false},
+		{&pgconn.PgError{Code: "42P01"}, warehouse.CategoryQuery, false},
+		{&pgconn.PgError{Code: "42703"}, warehouse.CategoryQuery, false},
+		{&pgconn.PgError{Code: "42601"}, warehouse.CategoryQuery, false},
+		{&pgconn.PgError{Code: "22012"}, warehouse.CategoryQuery, false},
+		{&pgconn.PgError{Code: "08006"}, warehouse.CategoryConnection, true},
+		{&pgconn.PgError{Code: "57P01"}, warehouse.CategoryConnection, true},
+		{&pgconn.PgError{Code: "57014"}, warehouse.CategoryTimeout, true},
+		{&pgconn.PgError{Code: "3D000"}, warehouse.CategoryConfig, false},
+		{fmt.Errorf("query: %w", context.DeadlineExceeded), warehouse.CategoryTimeout, true},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, warehouse.CategoryConnection, true},
+		{io.ErrUnexpectedEOF, warehouse.CategoryConnection, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.err.Error(), func(t *testing.T) {
+			if got := category(tt.err); got != tt.category {
+				t.Errorf("category = %s, want %s", got, tt.category)
+			}
+			if got := transient(tt.err); got != tt.transient {
+				t.Errorf("transient = %v, want %v", got, tt.transient)
+			}
+		})
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	db := freshDatabase(t)
+	const password = "s3cret-Pa55word"
+	t.Setenv("SLUICE_TEST_PG_PASSWORD", password)
+	tests := []struct {
+		name     string
+		cfg      config.Connection
+		category string
+	}{
+		{"unknown role", func() config.Connection {
+			c := connection(KindPostgres, db)
+			c.User, c.PasswordEnv = "sluice_no_such_role", "SLUICE_TEST_PG_PASSWORD"
+			return c
+		}(), warehouse.CategoryAuthentication},
+		{"unknown database", connection(KindPostgres, "sluice_no_such_database"), warehouse.CategoryConfig},
+		{"nothing listening", func() config.Connection {
+			c := connection(KindRedshift, db)
+			c.Port, c.PasswordEnv = 1, "SLUICE_TEST_PG_PASSWORD"
+			return c
+		}(), warehouse.CategoryConnection},
+		{"empty dsn env", config.Connection{Name: "x", Kind: KindPostgres, DSNEnv: "SLUICE_TEST_UNSET_DSN"}, warehouse.CategoryConfig},
+		{"bad dsn", func() config.Connection {
+			t.Setenv("SLUICE_TEST_BAD_DSN", "postgres://u:"+password+"@127.0.0.1:notaport/db")
+			return config.Connection{Name: "x", Kind: KindPostgres, DSNEnv: "SLUICE_TEST_BAD_DSN"}
+		}(), warehouse.CategoryConfig},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Open(context.Background(), tt.cfg)
+			if cat, _ := warehouse.Categorize(err); cat != tt.category {
+				t.Fatalf("Open = %v; category %s, want %s", err, cat, tt.category)
+			}
+			if strings.Contains(err.Error(), password) {
+				t.Fatalf("error message leaks the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestOpenFromDSNEnv(t *testing.T) {
+	db := freshDatabase(t)
+	t.Setenv("SLUICE_TEST_PG_DSN", "postgres://postgres@127.0.0.1:5432/"+db)
+	src := openSource(t, config.Connection{Name: "env", Kind: KindPostgres, DSNEnv: "SLUICE_TEST_PG_DSN", SSLMode: "disable", MaxConcurrency: 1})
+	n, err := src.Count(context.Background(), "SELECT current_database() WHERE $1::date IS NOT NULL AND current_database() = '"+db+"'", civil.Date{Year: 2024, Month: 1, Day: 1})
+	if err != nil || n != 1 {
+		t.Fatalf("Count = %d, %v; want 1 row from database %s", n, err, db)
+	}
+}
+
+func TestBuildDSNDefaults(t *testing.T) {
+	tests := []struct {
+		cfg  config.Connection
+		want string
+	}{
+		{config.Connection{Kind: KindRedshift, Host: "cluster.example", User: "u", Database: "dev"}, "postgres://u@cluster.example:5439/dev?application_name=sluice&sslmode=require"},
+		{config.Connection{Kind: KindPostgres, Host: "db", User: "u", Database: "d"}, "postgres://u@db:5432/d?application_name=sluice&sslmode=prefer"},
+		{config.Connection{Kind: KindRedshift, Host: "h", Port: 5440, User: "u", Database: "d", SSLMode: "verify-full"}, "postgres://u@h:5440/d?application_name=sluice&sslmode=verify-full"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			got, _, err := buildDSN(tt.cfg)
+			if err != nil || got != tt.want {
+				t.Fatalf("buildDSN = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestQueryTimeoutAndConcurrency(t *testing.T) {
+	t.Parallel()
+	db := freshDatabase(t)
+	cfg := connection(KindPostgres, db)
+	cfg.QueryTimeout = 200 * time.Millisecond
+	cfg.MaxConcurrency = 1
+	src := openSource(t, cfg)
+	_, err := src.Count(context.Background(), "SELECT pg_sleep(30) WHERE $1::date IS NOT NULL", civil.Date{Year: 2024, Month: 1, Day: 1})
+	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryTimeout || !transient {
+		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, warehouse.CategoryTimeout)
+	}
+	// With the one slot held, a second query waits and gives up with its context.
+	src.sem <- struct{}{}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := src.Count(ctx, "SELECT 1 WHERE $1::date IS NOT NULL", civil.Date{Year: 2024, Month: 1, Day: 1}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Count while the slot is held = %v, want context.Canceled", err)
+	}
+	<-src.sem
 }
