@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -163,4 +164,10 @@ func checkAccounting(tb testing.TB, raw *schemas.RawBatch, out *schemas.MappedBa
 func nan() float64 {
 	zero := 0.0
 	return zero / zero
+}
+
+// validMetadata reports whether s is a JSON object of string values.
+func validMetadata(s string) bool {
+	var m map[string]string
+	return json.Unmarshal([]byte(s), &m) == nil && m != nil
 }
