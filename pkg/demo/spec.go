@@ -75,7 +75,7 @@ func DefaultSpec(today civil.Date) Spec {
 		Days:          7,
 		LastDay:       today.AddDays(-1),
 		EventsPerDay:  5000,
-		MetricsPerDay: 1200,
+		MetricsPerDay: 1500,
 		BadRowEvery:   500,
 		Seed:          42,
 	}
