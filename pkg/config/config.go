@@ -68,6 +68,7 @@ type Pipeline struct {
 	ReloadThreshold    float64       `yaml:"reload_threshold"`     // relative count change that reloads
 	ScheduleCheckEvery time.Duration `yaml:"schedule_check_every"` // presence re-check inside a window
 	ScheduleWindow     time.Duration `yaml:"schedule_window"`      // how long after the hour the window stays open
+	CatchUpDays        int           `yaml:"catch_up_days"`        // on start, load missed days this far back
 }
 
 // Project is a tenant.

@@ -64,6 +64,9 @@ func (f *File) ApplyDefaults() {
 	if p.ScheduleCheckEvery == 0 {
 		p.ScheduleCheckEvery = 15 * time.Minute
 	}
+	if p.CatchUpDays == 0 {
+		p.CatchUpDays = 3
+	}
 	if p.ScheduleWindow == 0 {
 		p.ScheduleWindow = 6 * time.Hour
 	}
