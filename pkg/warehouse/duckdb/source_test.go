@@ -1,14 +1,20 @@
 package duckdb
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"cloud.google.com/go/civil"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
+	"github.com/sluicehq/sluice/schemas"
 )
 
 func openTemp(tb testing.TB, maxConcurrency int) *Source {
@@ -65,4 +71,116 @@ func harness() warehousetest.Harness {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	warehousetest.Run(t, harness())
+}
+
+func exec(tb testing.TB, src *Source, sql string) {
+	tb.Helper()
+	if _, err := src.DB().Exec(sql); err != nil {
+		tb.Fatalf("exec %s: %v", sql, err)
+	}
+}
+
+func TestDuckDBSpecificTypes(t *testing.T) {
+	t.Parallel()
+	src := openTemp(t, 2)
+	query := `SELECT 170141183460469231731687303715884105727::HUGEINT AS huge, 18446744073709551615::UBIGINT AS ubig,
+		4294967295::UINTEGER AS uint, MAP {'k': 1} AS m, [[1, 2], [3]] AS nested,
+		'7d444840-9dc0-11d1-b245-5ffdce74fad2'::UUID AS id, INTERVAL 1 DAY AS iv, TIME '01:02:03' AS t,
+		'2024-01-02 03:04:05.123456789'::TIMESTAMP_NS AS ns, sum(x) AS s, 1 AS dup, 2 AS dup,
+		CAST($1 AS DATE) AS day
+		FROM (SELECT 1 AS x)`
+	b, err := src.Sample(context.Background(), query, civil.Date{Year: 2024, Month: 5, Day: 6}, 10)
+	if err != nil {
+		t.Fatalf("Sample: %v", err)
+	}
+	want := []struct {
+		name, typ string
+		long      int64
+		str       string
+	}{
+		{"huge", schemas.TypeDecimal, 0, "170141183460469231731687303715884105727"},
+		{"ubig", schemas.TypeDecimal, 0, "18446744073709551615"},
+		{"uint", schemas.TypeLong, 4294967295, ""},
+		{"m", schemas.TypeJSON, 0, `{"k":1}`},
+		{"nested", schemas.TypeJSON, 0, `[[1,2],[3]]`},
+		{"id", schemas.TypeString, 0, "7d444840-9dc0-11d1-b245-5ffdce74fad2"},
+		{"iv", schemas.TypeString, 0, "1 day"},
+		{"t", schemas.TypeString, 0, "01:02:03"},
+		{"ns", schemas.TypeTimestamp, time.Date(2024, 1, 2, 3, 4, 5, 123456000, time.UTC).UnixMicro(), ""},
+		{"s", schemas.TypeDecimal, 0, "1"}, // sum() of integers is HUGEINT in DuckDB
+		{"dup", schemas.TypeLong, 1, ""},
+		{"dup_1", schemas.TypeLong, 2, ""}, // DuckDB renames a repeated name in a subquery
+		{"day", schemas.TypeDate, 19849, ""},
+	}
+	if b.Rows != 1 || len(b.Columns) != len(want) {
+		t.Fatalf("Sample = %d rows, %d columns; want 1, %d", b.Rows, len(b.Columns), len(want))
+	}
+	for i, w := range want {
+		c := b.Columns[i]
+		if c.Name != w.name || c.Type != w.typ {
+			t.Errorf("column %d = %s %s (%s), want %s %s", i, c.Name, c.Type, c.DBType, w.name, w.typ)
+			continue
+		}
+		switch w.typ {
+		case schemas.TypeLong, schemas.TypeDate, schemas.TypeTimestamp:
+			if c.Longs[0] != w.long {
+				t.Errorf("%s = %d, want %d", w.name, c.Longs[0], w.long)
+			}
+		default:
+			if c.Strings[0] != w.str {
+				t.Errorf("%s = %q, want %q", w.name, c.Strings[0], w.str)
+			}
+		}
+	}
+}
+
+func TestQueryTimeoutAndConcurrency(t *testing.T) {
+	t.Parallel()
+	src, err := Open(config.Connection{Name: "t", Kind: "duckdb", Path: filepath.Join(t.TempDir(), "wh.duckdb"), MaxConcurrency: 1, QueryTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer src.Close()
+	day := civil.Date{Year: 2024, Month: 1, Day: 1}
+	// A cross join large enough to outlast the timeout by far.
+	_, err = src.Count(context.Background(), "SELECT * FROM range(100000000) a, range(100000000) b WHERE CAST($1 AS DATE) IS NOT NULL AND a.range + b.range = -1", day)
+	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryTimeout || !transient {
+		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, warehouse.CategoryTimeout)
+	}
+	src.sem <- struct{}{} // hold the only slot
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := src.Count(ctx, "SELECT 1 WHERE CAST($1 AS DATE) IS NOT NULL", day); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Count while the slot is held = %v, want context.Canceled", err)
+	}
+	<-src.sem
+	if n, err := src.Count(context.Background(), "SELECT 1 WHERE CAST($1 AS DATE) IS NOT NULL", day); err != nil || n != 1 {
+		t.Fatalf("Count after release = %d, %v; want 1", n, err)
+	}
+}
+
+// BenchmarkDuckDBStream streams 100k event-like rows (8 columns, one JSON).
+func BenchmarkDuckDBStream(b *testing.B) {
+	src := openTemp(b, 1)
+	exec(b, src, `CREATE TABLE events AS SELECT
+		'user_' || CAST(i % 5000 AS VARCHAR) AS user_id, 'device_' || CAST(i % 7000 AS VARCHAR) AS device_id,
+		'event_' || CAST(i % 20 AS VARCHAR) AS event_name, TIMESTAMP '2024-01-02 00:00:00' + INTERVAL (i) SECOND AS ts,
+		CAST(i % 100 AS DOUBLE) AS value, i % 2 = 0 AS flag, DATE '2024-01-02' AS day,
+		CAST('{"plan": "pro", "n": ' || CAST(i AS VARCHAR) || '}' AS JSON) AS metadata
+		FROM range(100000) t(i)`)
+	benchStream(b, src, "SELECT user_id, device_id, event_name, ts, value, flag, day, metadata FROM events WHERE day = $1")
+}
+
+func benchStream(b *testing.B, src warehouse.Source, query string) {
+	day := civil.Date{Year: 2024, Month: 1, Day: 2}
+	b.ReportAllocs()
+	var rows int64
+	for b.Loop() {
+		n, err := src.Stream(context.Background(), query, day, 2000, func(*warehouse.Batch) error { return nil })
+		if err != nil || n != 100000 {
+			b.Fatalf("Stream = %d, %v", n, err)
+		}
+		rows += n
+	}
+	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 }
