@@ -315,3 +315,31 @@ func TestQueryTimeoutAndConcurrency(t *testing.T) {
 	}
 	<-src.sem
 }
+
+// BenchmarkPostgresStream streams 100k event-like rows (8 columns, one JSON).
+func BenchmarkPostgresStream(b *testing.B) {
+	for _, kind := range []string{KindPostgres, KindRedshift} {
+		b.Run(kind, func(b *testing.B) {
+			db := freshDatabase(b)
+			execer(b, db)(b, `CREATE TABLE events AS SELECT
+				'user_' || (i % 5000) AS user_id, 'device_' || (i % 7000) AS device_id,
+				'event_' || (i % 20) AS event_name, timestamptz '2024-01-02 00:00:00+00' + i * interval '1 second' AS ts,
+				(i % 100)::float8 AS value, i % 2 = 0 AS flag, date '2024-01-02' AS day,
+				jsonb_build_object('plan', 'pro', 'n', i) AS metadata
+				FROM generate_series(0, 99999) AS t(i)`)
+			src := openSource(b, connection(kind, db))
+			day := civil.Date{Year: 2024, Month: 1, Day: 2}
+			query := "SELECT user_id, device_id, event_name, ts, value, flag, day, metadata FROM events WHERE day = $1"
+			b.ReportAllocs()
+			var rows int64
+			for b.Loop() {
+				n, err := src.Stream(context.Background(), query, day, 2000, func(*warehouse.Batch) error { return nil })
+				if err != nil || n != 100000 {
+					b.Fatalf("Stream = %d, %v", n, err)
+				}
+				rows += n
+			}
+			b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
