@@ -34,5 +34,10 @@ func TestStore(t *testing.T) {
 }
 
 func BenchmarkDuckDBStageAndSwap(b *testing.B) {
-	storetest.BenchStageAndSwap(b, factory()(b), 200_000, 2000, 10)
+	b.Run("reload", func(b *testing.B) {
+		storetest.BenchStageAndSwap(b, factory()(b), 200_000, 2000, 10, true)
+	})
+	b.Run("first-load", func(b *testing.B) {
+		storetest.BenchStageAndSwap(b, factory()(b), 200_000, 2000, 10, false)
+	})
 }

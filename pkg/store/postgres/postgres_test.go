@@ -96,5 +96,47 @@ func TestMigrateIsIdempotent(t *testing.T) {
 
 func BenchmarkPostgresStageAndSwap(b *testing.B) {
 	requirePostgres(b)
-	storetest.BenchStageAndSwap(b, factory()(b), 200_000, 2000, 10)
+	b.Run("reload", func(b *testing.B) {
+		storetest.BenchStageAndSwap(b, factory()(b), 200_000, 2000, 10, true)
+	})
+	b.Run("first-load", func(b *testing.B) {
+		storetest.BenchStageAndSwap(b, factory()(b), 200_000, 2000, 10, false)
+	})
+}
+
+// BenchmarkPostgresPlainCopy is the yardstick for BenchmarkPostgresStageAndSwap:
+// the same rows, the same binary encoder, one COPY into a bare table with
+// no index, no bookkeeping and no swap.
+func BenchmarkPostgresPlainCopy(b *testing.B) {
+	requirePostgres(b)
+	s := factory()(b).(*Store)
+	ctx := context.Background()
+	if _, err := s.pool.Exec(ctx, s.q(`CREATE TABLE {s}.bare (LIKE {s}.events)`)); err != nil {
+		b.Fatal(err)
+	}
+	l := storetest.Load{ExtractID: "bench", Rows: 200_000, PerBatch: 2000}
+	bs := l.Batches()
+	xids := map[string]int64{"bench": 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		src, err := newCopySource(bs, xids, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.pool.Exec(ctx, s.q(`TRUNCATE {s}.bare`)); err != nil {
+			b.Fatal(err)
+		}
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, err = conn.Conn().PgConn().CopyFrom(ctx, src, s.q(`COPY {s}.bare
+			(xid, project, ingestion, ds, position, event_name, event_value, time, unit_ids, metadata)
+			FROM STDIN (FORMAT binary)`))
+		conn.Release()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(l.Rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
