@@ -171,32 +171,39 @@ func detectUnit(a float64) string {
 	}
 }
 
-// unitFor returns the unit to read v in, or a rejection when the configured
-// unit contradicts v's magnitude.
-func (m *Mapper) unitFor(v float64, text string) (string, fail) {
+// unitFor returns the unit to read v in; ok is false when v is negative or
+// the configured unit contradicts v's magnitude. It does not allocate: the
+// happy path runs for every row.
+func (m *Mapper) unitFor(v float64) (unit string, ok bool) {
 	if v < 0 {
-		return "", m.failf(rTimestampOutOfRange, m.timestamp, "timestamp (column %q) %s is negative", m.refs[m.timestamp].column, text)
+		return "", false
 	}
 	got := detectUnit(v)
-	if m.unit == UnitAuto {
-		return got, fail{}
+	if m.unit == UnitAuto || got == m.unit {
+		return got, true
 	}
-	if got == m.unit {
-		return got, fail{}
-	}
+	return got, false
+}
+
+// unitFail explains why unitFor refused v, whose text is text.
+func (m *Mapper) unitFail(v float64, text string) fail {
 	col := m.refs[m.timestamp].column
+	if v < 0 {
+		return m.failf(rTimestampOutOfRange, m.timestamp, "timestamp (column %q) %s is negative", col, text)
+	}
+	got := detectUnit(v)
 	if got == "nanoseconds" {
-		return "", m.failf(rTimestampUnitMismatch, m.timestamp,
+		return m.failf(rTimestampUnitMismatch, m.timestamp,
 			"timestamp (column %q) %s looks like nanoseconds; divide it by 1000 in the query and set timestamp_unit: microseconds (or auto)", col, text)
 	}
-	return "", m.failf(rTimestampUnitMismatch, m.timestamp,
+	return m.failf(rTimestampUnitMismatch, m.timestamp,
 		"timestamp (column %q) %s looks like %s, not %s; set timestamp_unit: %s (or auto)", col, text, got, m.unit, got)
 }
 
 func (m *Mapper) intToMs(v int64) (int64, fail) {
-	unit, f := m.unitFor(float64(v), strconv.FormatInt(v, 10))
-	if f.r != rNone {
-		return 0, f
+	unit, ok := m.unitFor(float64(v))
+	if !ok {
+		return 0, m.unitFail(float64(v), strconv.FormatInt(v, 10))
 	}
 	switch unit {
 	case UnitSeconds:
@@ -214,9 +221,9 @@ func (m *Mapper) floatToMs(v float64) (int64, fail) {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, m.failf(rTimestampUnparseable, m.timestamp, "timestamp (column %q) is %v", m.refs[m.timestamp].column, v)
 	}
-	unit, f := m.unitFor(v, string(appendFloat(nil, v)))
-	if f.r != rNone {
-		return 0, f
+	unit, ok := m.unitFor(v)
+	if !ok {
+		return 0, m.unitFail(v, string(appendFloat(nil, v)))
 	}
 	switch unit {
 	case UnitSeconds:
