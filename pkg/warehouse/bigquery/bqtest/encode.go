@@ -60,7 +60,7 @@ func restValue(f *bigquery.FieldSchema, v bigquery.Value, repeated bool) any {
 		return nil
 	}
 	if repeated {
-		var out []any
+		out := []any{} // an empty array is [], not null
 		for _, e := range v.([]bigquery.Value) {
 			out = append(out, map[string]any{"v": restValue(f, e, false)})
 		}

@@ -20,7 +20,8 @@ import (
 //	                                    -- BOOL, STRING, BYTES, DATE, DATETIME, TIMESTAMP, TIME,
 //	                                    -- JSON, GEOGRAPHY, ARRAY<T>, STRUCT<a T, ...>
 //	INSERT INTO t VALUES (expr, ...)    -- NULL, numbers, true/false, 'strings', CAST(lit AS T),
-//	                                    -- FROM_BASE64('...'), [1, 2], STRUCT(1 AS a, 'x' AS b)
+//	                                    -- FROM_BASE64('...'), [1, 2], ARRAY<INT64>[], JSON '...',
+//	                                    -- PARSE_JSON('...'), STRUCT(1 AS a, 'x' AS b)
 //	INSERT INTO t SELECT expr, ... FROM generate_series(lo, hi) AS t(i)
 //	                                    -- expr also: i, i * 0.5, 'x-' || CAST(i AS STRING)
 //	UPDATE t SET col = expr WHERE col = literal
@@ -60,6 +61,7 @@ var (
 	castExpr         = regexp.MustCompile(`(?is)^CAST\((.*)\s+AS\s+[\w<>(), ]+\)$`)
 	base64Expr       = regexp.MustCompile(`(?is)^FROM_BASE64\((.*)\)$`)
 	structExpr       = regexp.MustCompile(`(?is)^STRUCT\((.*)\)$`)
+	jsonExpr         = regexp.MustCompile(`(?is)^(?:JSON\s+|PARSE_JSON\()('.*'|".*")\)?$`)
 	mulExpr          = regexp.MustCompile(`(?is)^(\w+)\s*\*\s*([\d.]+)$`)
 	asItem           = regexp.MustCompile(`(?is)^(.*?)\s+AS\s+(\w+)$`)
 )
@@ -268,6 +270,9 @@ func eval(expr string, f *bigquery.FieldSchema, repeated bool, v *series) (bigqu
 		return nil, nil
 	}
 	if repeated {
+		if strings.HasPrefix(strings.ToUpper(expr), "ARRAY<") {
+			expr = expr[strings.Index(expr, "["):]
+		}
 		if !strings.HasPrefix(expr, "[") || !strings.HasSuffix(expr, "]") {
 			return nil, fmt.Errorf("array literal %q", expr)
 		}
@@ -347,6 +352,9 @@ func evalText(expr string, v *series) (string, error) {
 	}
 	if strings.HasPrefix(expr, "'") || strings.HasPrefix(expr, `"`) {
 		return stringLiteral(expr)
+	}
+	if m := jsonExpr.FindStringSubmatch(expr); m != nil {
+		return stringLiteral(m[1])
 	}
 	return expr, nil
 }
