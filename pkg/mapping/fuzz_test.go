@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"testing"
 
+	"cloud.google.com/go/civil"
+
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -145,6 +148,11 @@ func FuzzMap(f *testing.F) {
 			if len(out.Events)+len(out.Metrics) != before {
 				t.Fatalf("remapping changed the record count: %d then %d", before, len(out.Events)+len(out.Metrics))
 			}
+			rep := Validate(ing, testIDTypes, &warehouse.Batch{Columns: raw.Columns, Rows: int(raw.RowCount)}, civil.Date{Year: 2024, Month: 3, Day: 10})
+			if rep.Mapped+rep.Rejected != rep.SampleRows || rep.Mapped != before {
+				t.Fatalf("validate: mapped %d + rejected %d, sample %d, Map mapped %d", rep.Mapped, rep.Rejected, rep.SampleRows, before)
+			}
+			_ = rep.Text()
 		}
 	})
 }
