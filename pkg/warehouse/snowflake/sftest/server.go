@@ -304,6 +304,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := strings.ToUpper(req.Data.LoginName)
+	if name == "" && req.Data.Token != "" {
+		// Key-pair logins name the user in the JWT's sub: ACCOUNT.USER.
+		claims := jwt.MapClaims{}
+		if _, _, err := jwt.NewParser().ParseUnverified(req.Data.Token, claims); err == nil {
+			sub, _ := claims["sub"].(string)
+			_, name, _ = strings.Cut(sub, ".")
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u, ok := s.users[name]
