@@ -22,13 +22,14 @@ import (
 // reader fills one reusable batch from Arrow records or driver rows and
 // emits it whenever it holds batchRows rows.
 type reader struct {
-	specs  []warehouse.ColumnSpec
-	scales []int
-	batch  warehouse.Batch
-	max    int
-	emit   func(*warehouse.Batch) error
-	total  int64
-	dest   []driver.Value
+	specs   []warehouse.ColumnSpec
+	scales  []int
+	batch   warehouse.Batch
+	max     int
+	emit    func(*warehouse.Batch) error
+	total   int64
+	emitted bool
+	dest    []driver.Value
 }
 
 func newReader(rows driver.Rows, batchRows int, emit func(*warehouse.Batch) error) (*reader, error) {
@@ -154,9 +155,10 @@ func (r *reader) flushIfFull() error {
 // flush emits the batch if it has rows (or if emitEmpty, so a sample of an
 // empty day still reports its columns), then resets it.
 func (r *reader) flush(emitEmpty bool) error {
-	if r.batch.Rows == 0 && !emitEmpty {
+	if r.batch.Rows == 0 && (!emitEmpty || r.emitted) {
 		return nil
 	}
+	r.emitted = true
 	r.total += int64(r.batch.Rows)
 	if err := r.emit(&r.batch); err != nil {
 		return err

@@ -245,7 +245,9 @@ func TestPasswordAndJWTLogin(t *testing.T) {
 		{"password", func(*config.Connection) {}, "", 1},
 		{"wrong password", func(c *config.Connection) { c.PasswordEnv = wrongPasswordEnv }, warehouse.CategoryAuthentication, 0},
 		{"jwt", func(c *config.Connection) { c.User, c.PasswordEnv, c.PrivateKeyFile = "keyuser", "", keyFile }, "", 1},
-		{"jwt wrong key", func(c *config.Connection) { c.User, c.PasswordEnv, c.PrivateKeyFile = "keyuser", "", writeKey(t, other) }, warehouse.CategoryAuthentication, 0},
+		{"jwt wrong key", func(c *config.Connection) {
+			c.User, c.PasswordEnv, c.PrivateKeyFile = "keyuser", "", writeKey(t, other)
+		}, warehouse.CategoryAuthentication, 0},
 		{"jwt unknown user", func(c *config.Connection) { c.User, c.PasswordEnv, c.PrivateKeyFile = "nobody", "", keyFile }, warehouse.CategoryAuthentication, 0},
 		{"no credentials", func(c *config.Connection) { c.PasswordEnv = "" }, warehouse.CategoryConfig, 0},
 	}
