@@ -103,3 +103,18 @@ func appendDuckDB(ctx context.Context, conn *sql.Conn, table string, produce fun
 	}
 	return n, nil
 }
+
+// SeedDuckDBFile seeds the DuckDB database file at path and closes it. A
+// DuckDB file is opened by one database instance at a time, so seed it
+// before the warehouse source opens it.
+func SeedDuckDBFile(ctx context.Context, path string, s Spec) (int64, error) {
+	db, err := sql.Open("duckdb", path)
+	if err != nil {
+		return 0, fmt.Errorf("open demo warehouse %s: %w", path, err)
+	}
+	n, err := SeedDuckDB(ctx, db, s)
+	if cerr := db.Close(); err == nil && cerr != nil {
+		return n, fmt.Errorf("close demo warehouse %s: %w", path, cerr)
+	}
+	return n, err
+}

@@ -81,6 +81,12 @@ func DefaultSpec(today civil.Date) Spec {
 	}
 }
 
+// BenchSpec is one bench day of rows events (scripts/bench uses 2,000,000)
+// and no bad rows, so the pipeline and a direct copy move the same rows.
+func BenchSpec(day civil.Date, rows int) Spec {
+	return Spec{Days: 1, LastDay: day, EventsPerDay: rows, Seed: 1}
+}
+
 // WithDefaults returns s with its table names filled.
 func (s Spec) WithDefaults() Spec {
 	if s.EventsTable == "" {

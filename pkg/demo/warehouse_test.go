@@ -350,3 +350,71 @@ func BenchmarkGenerateEvents(b *testing.B) {
 	}
 	b.ReportMetric(float64(s.EventsPerDay)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+func TestSeedDuckDBFileLeavesTheFileReadable(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "demo.duckdb")
+	s := DefaultSpec(civil.Date{Year: 2025, Month: 2, Day: 1})
+	s.EventsPerDay, s.MetricsPerDay = 700, 300
+	if _, err := SeedDuckDBFile(context.Background(), path, s); err != nil {
+		t.Fatal(err)
+	}
+	// The file is closed: a second instance can open it.
+	db, err := sql.Open("duckdb", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exp := Expected(s)
+	for _, d := range s.Dates() {
+		var events, metrics int64
+		if err := db.QueryRow(`SELECT (SELECT count(*) FROM events WHERE ds = $1), (SELECT count(*) FROM metrics WHERE ds = $1)`, d.In(time.UTC)).Scan(&events, &metrics); err != nil {
+			t.Fatal(err)
+		}
+		if events != exp[d].Events.Rows || metrics != exp[d].Metrics.Rows {
+			t.Errorf("%s: %d events and %d metrics, want %d and %d", d, events, metrics, exp[d].Events.Rows, exp[d].Metrics.Rows)
+		}
+	}
+}
+
+// The demo ingestions' queries, with the day bound as $1, return exactly
+// the day's rows in either warehouse.
+func TestConfigQueriesReturnTheDay(t *testing.T) {
+	t.Parallel()
+	for _, w := range warehouses(t) {
+		t.Run(w.name, func(t *testing.T) {
+			t.Parallel()
+			s := testSpec()
+			if _, err := w.seed(s); err != nil {
+				t.Fatal(err)
+			}
+			opts := ConfigOptions{APIKey: "k"}
+			if w.name == "postgres" {
+				opts.Warehouse, opts.Postgres = WarehousePostgres, PostgresWarehouse{DSNEnv: "X", Schema: w.schema}
+			}
+			exp := Expected(s)
+			for _, in := range Config(opts).Ingestions {
+				for _, day := range s.Dates() {
+					rows, done, err := w.query(`SELECT count(*) FROM (`+in.Query+`) q`, day.In(time.UTC))
+					if err != nil {
+						t.Fatalf("%s: %v", in.Name, err)
+					}
+					var n int64
+					for rows.Next() {
+						if err := rows.Scan(&n); err != nil {
+							t.Fatal(err)
+						}
+					}
+					done()
+					want := exp[day].Events.Rows
+					if in.Type == "metrics" {
+						want = exp[day].Metrics.Rows
+					}
+					if n != want {
+						t.Errorf("%s on %s: query returns %d rows, want %d", in.Name, day, n, want)
+					}
+				}
+			}
+		})
+	}
+}
