@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// warehouse is a seeded test database, DuckDB or PostgreSQL.
-type warehouse struct {
+// testWarehouse is a seeded test database, DuckDB or PostgreSQL.
+type testWarehouse struct {
 	name   string
 	seed   func(Spec) (int64, error)
 	alter  func(Spec, Alteration) (TableCounts, error)
@@ -33,7 +33,7 @@ type rowScanner interface {
 	Err() error
 }
 
-func openDuckDB(tb testing.TB) *warehouse {
+func openDuckDB(tb testing.TB) *testWarehouse {
 	tb.Helper()
 	db, err := sql.Open("duckdb", filepath.Join(tb.TempDir(), "wh.duckdb"))
 	if err != nil {
@@ -41,7 +41,7 @@ func openDuckDB(tb testing.TB) *warehouse {
 	}
 	tb.Cleanup(func() { db.Close() })
 	ctx := context.Background()
-	return &warehouse{
+	return &testWarehouse{
 		name:  "duckdb",
 		seed:  func(s Spec) (int64, error) { return SeedDuckDB(ctx, db, s) },
 		alter: func(s Spec, a Alteration) (TableCounts, error) { return AlterDuckDB(ctx, db, s, a) },
@@ -57,7 +57,7 @@ func openDuckDB(tb testing.TB) *warehouse {
 
 // openPostgres connects to the local server and gives the test its own
 // schema, dropped afterwards.
-func openPostgres(tb testing.TB) *warehouse {
+func openPostgres(tb testing.TB) *testWarehouse {
 	tb.Helper()
 	ctx := context.Background()
 	dsn := os.Getenv("SLUICE_TEST_POSTGRES_DSN")
@@ -79,7 +79,7 @@ func openPostgres(tb testing.TB) *warehouse {
 		_, _ = pool.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+quoteIdent(schema)+` CASCADE`)
 		pool.Close()
 	})
-	return &warehouse{
+	return &testWarehouse{
 		name:   "postgres",
 		schema: schema,
 		seed:   func(s Spec) (int64, error) { return SeedPostgres(ctx, pool, schema, s) },
@@ -94,12 +94,12 @@ func openPostgres(tb testing.TB) *warehouse {
 	}
 }
 
-func warehouses(tb testing.TB) []*warehouse {
-	return []*warehouse{openDuckDB(tb), openPostgres(tb)}
+func warehouses(tb testing.TB) []*testWarehouse {
+	return []*testWarehouse{openDuckDB(tb), openPostgres(tb)}
 }
 
 // readEvents returns a day's rows as the warehouse holds them, by event id.
-func (w *warehouse) readEvents(tb testing.TB, s Spec, day civil.Date) map[string]Event {
+func (w *testWarehouse) readEvents(tb testing.TB, s Spec, day civil.Date) map[string]Event {
 	tb.Helper()
 	rows, done, err := w.query(`SELECT event_id, ds, event_ts, event_time_s, event_name, event_value, user_id, device_id, company_id, country, platform, properties FROM `+
 		qualified(w.schema, s.WithDefaults().EventsTable)+` WHERE ds = $1`, day.In(time.UTC))
@@ -133,7 +133,7 @@ func (w *warehouse) readEvents(tb testing.TB, s Spec, day civil.Date) map[string
 	return out
 }
 
-func (w *warehouse) readMetrics(tb testing.TB, s Spec, day civil.Date) map[string]Metric {
+func (w *testWarehouse) readMetrics(tb testing.TB, s Spec, day civil.Date) map[string]Metric {
 	tb.Helper()
 	rows, done, err := w.query(`SELECT ds, unit_id, id_type, metric_name, metric_value, numerator, denominator FROM `+
 		qualified(w.schema, s.WithDefaults().MetricsTable)+` WHERE ds = $1`, day.In(time.UTC))
