@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/pkg/config"
 )
@@ -97,6 +98,9 @@ func jsonError(err error) *apiError {
 	// encoding/json reports unknown fields only in its message.
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		name = strings.Trim(name, `"`)
+		if name == "" || len(name) > 64 || !utf8.ValidString(name) {
+			return badField("body", "unknown field "+quote(name))
+		}
 		return badField(name, "unknown field")
 	}
 	if errors.Is(err, io.EOF) {
