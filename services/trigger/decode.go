@@ -99,7 +99,7 @@ func jsonError(err error) *apiError {
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		name = strings.Trim(name, `"`)
 		if name == "" || len(name) > 64 || !utf8.ValidString(name) {
-			return badField("body", "unknown field "+quote(name))
+			return badField("body", "unknown field %s", quote(name))
 		}
 		return badField(name, "unknown field")
 	}
