@@ -48,13 +48,15 @@ var AllTopics = []string{
 	schemas.TopicDeadLetter,
 }
 
-// NewClient builds a franz-go client with Sluice's defaults: idempotent
-// writes acknowledged by all in-sync replicas, records batched per
-// partition, and kprom metrics on reg when reg is non-nil.
-func NewClient(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...kgo.Opt) (*kgo.Client, error) {
-	clientID := cfg.ClientID
-	if clientID == "" {
-		clientID = "sluice"
+// NewClient builds a franz-go client named name (its client id and the
+// "client" label of its kprom metrics, so it must be unique per registry)
+// with Sluice's defaults: idempotent writes acknowledged by all in-sync
+// replicas, records batched per partition, kprom metrics on reg when reg
+// is non-nil.
+func NewClient(cfg Config, name string, logger *slog.Logger, reg prometheus.Registerer, opts ...kgo.Opt) (*kgo.Client, error) {
+	clientID := "sluice-" + name
+	if cfg.ClientID != "" {
+		clientID = cfg.ClientID + "-" + name
 	}
 	base := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),

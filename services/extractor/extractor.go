@@ -142,7 +142,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	cl, err := kafka.NewClient(deps.Kafka, deps.Logger, deps.Registry,
+	cl, err := kafka.NewClient(deps.Kafka, "extractor", deps.Logger, deps.Registry,
 		kgo.ConsumerGroup(cfg.GroupName()),
 		kgo.ConsumeTopics(deps.Kafka.Topic(schemas.TopicIngestRequests)),
 		kgo.DisableAutoCommit(),

@@ -85,7 +85,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	cl, err := kafka.NewClient(deps.Kafka, deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
+	cl, err := kafka.NewClient(deps.Kafka, "loader", deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
 	if err != nil {
 		return nil, err
 	}
@@ -166,17 +166,22 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	case schemas.KindEnd:
 		var err error
 		outcome, err = s.deps.Store.CompleteRun(ctx, end)
-		if err != nil {
+		mismatch := errors.Is(err, store.ErrCountMismatch)
+		if err != nil && !mismatch {
 			return fmt.Errorf("complete run %s of %s/%s: %w", m.RunID, m.Ingestion, m.Date, err)
 		}
 		if outcome == store.Incomplete {
-			// Batches precede their END on the partition, so a gap means
-			// the extraction's rows are not all here: fail the run loudly.
+			// Batches precede their END on the partition, so a gap (or
+			// counts that do not add up) will not heal by waiting: fail the
+			// run loudly instead of holding the partition.
+			msg := fmt.Sprintf("extraction %s ended with %d batches but not all reached the store", m.ExtractID, m.Seq)
+			if mismatch {
+				msg = err.Error()
+			}
 			err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 				RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
 				Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: "INTERNAL_WRITE_ERROR",
-				ErrorMessage: fmt.Sprintf("extraction %s ended with %d batches but not all reached the store", m.ExtractID, m.Seq),
-				At: s.deps.Clock(),
+				ErrorMessage: msg, At: s.deps.Clock(),
 			})
 			if err != nil {
 				return fmt.Errorf("record incomplete run %s: %w", m.RunID, err)

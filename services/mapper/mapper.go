@@ -84,7 +84,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	cl, err := kafka.NewClient(deps.Kafka, deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
+	cl, err := kafka.NewClient(deps.Kafka, "mapper", deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
 	if err != nil {
 		return nil, err
 	}

@@ -96,7 +96,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("register planner metrics: %w", err)
 		}
 	}
-	cl, err := kafka.NewClient(deps.Kafka, deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
+	cl, err := kafka.NewClient(deps.Kafka, "planner", deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +152,22 @@ func (s *Service) Tick(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// DueDays returns the last n days of a daily ingestion that are due at
+// now: up to yesterday in its time zone once today's window has opened,
+// up to the day before otherwise.
+func DueDays(ing *config.Ingestion, now time.Time, n int) (first, last civil.Date, err error) {
+	loc, err := ing.Schedule.Location()
+	if err != nil {
+		return civil.Date{}, civil.Date{}, err
+	}
+	local := now.In(loc)
+	last = civil.DateOf(local).AddDays(-1)
+	if local.Hour() < ing.Schedule.HourOrDefault() {
+		last = last.AddDays(-1) // today's window has not opened
+	}
+	return last.AddDays(1 - n), last, nil
 }
 
 // window returns the latest due day of ing (yesterday in its time zone)
@@ -228,15 +244,11 @@ func (s *Service) CatchUp(ctx context.Context) error {
 		if ing.Schedule.Mode != config.ScheduleDaily {
 			continue
 		}
-		latest, start, _, err := s.window(ing)
+		first, latest, err := DueDays(ing, s.deps.Clock(), s.cfg.CatchUpDays)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if s.deps.Clock().Before(start) {
-			latest = latest.AddDays(-1) // today's window has not opened
-		}
-		first := latest.AddDays(-(s.cfg.CatchUpDays - 1))
 		loaded, err := s.loaded(ctx, ing, first.String(), latest.String())
 		if err != nil {
 			errs = append(errs, err)

@@ -105,7 +105,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	cl, err := kafka.NewClient(deps.Kafka, deps.Logger, deps.Registry)
+	cl, err := kafka.NewClient(deps.Kafka, "watcher", deps.Logger, deps.Registry)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,75 @@
+// Command sluice is the one Sluice binary: `sluice dev` runs the whole
+// system in one process on embedded defaults, `sluice run --target=...`
+// runs any subset of the services against real Kafka, Redis and
+// PostgreSQL, and the other verbs are the operator's tools.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	_ "time/tzdata" // schedules name time zones; don't depend on the host's tzdata
+)
+
+// Exit codes scripts can rely on.
+const (
+	exitOK        = 0
+	exitFailure   = 1 // the work failed (a day did not reconcile, a run failed)
+	exitUsage     = 2 // bad flags or arguments
+	exitConfig    = 3 // the config file is invalid
+	exitUnhealthy = 4 // a dependency could not be reached
+)
+
+type verb struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func verbs() []verb {
+	return []verb{
+		{"dev", "run the whole system in one process on embedded defaults", runDev},
+		{"run", "run services (--target=planner,extractor,mapper,loader,watcher,trigger|all)", runServices},
+		{"validate", "check an ingestion's query and mapping on a sample", runValidate},
+		{"backfill", "load a range of days of an ingestion", runBackfill},
+		{"request", "publish one ingest request onto ingest-requests", runRequest},
+		{"status", "show the status of an ingestion's days", runStatus},
+		{"hash-key", "print the SHA-256 to store in the config for an API key", runHashKey},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, v := range verbs() {
+		if v.name == args[0] {
+			return v.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Sluice loads events and metrics from your data warehouse into the event store, one day at a time.")
+	fmt.Fprintln(w, "\nUsage: sluice <command> [flags]\n\nCommands:")
+	for _, v := range verbs() {
+		fmt.Fprintf(w, "  %-10s %s\n", v.name, v.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'sluice <command> --help' for a command's flags.")
+}

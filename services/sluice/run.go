@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/services/extractor"
+)
+
+// commonFlags are the flags every verb that reads the config shares.
+type commonFlags struct {
+	configPath string
+	logLevel   string
+	logFormat  string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.configPath, "config", "sluice.yaml", "the Sluice config file")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "json", "json or text")
+}
+
+func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch c.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", c.logFormat)
+}
+
+// newFlagSet makes a verb's flag set that prints its usage to stderr.
+func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: sluice %s [flags]\n\n%s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args; it returns the exit code to stop with, or -1.
+func parseFlags(fs *flag.FlagSet, args []string) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return exitUsage
+	}
+	return -1
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("run", "Runs the chosen services against the Kafka, Redis, store and warehouses in the config file.", stderr)
+	var common commonFlags
+	common.register(fs)
+	target := fs.String("target", "all", "comma-separated services to run: "+strings.Join(Targets, ", ")+", or all")
+	connections := fs.String("connections", "", "extractor: serve only these connections (comma-separated)")
+	kinds := fs.String("kinds", "", "extractor: serve only connections of these warehouse kinds (comma-separated)")
+	adminAddr := fs.String("admin-addr", "127.0.0.1:9464", "where /metrics, /healthz and /readyz listen (processes without the trigger service)")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may finish after SIGTERM")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	targets, err := parseTargets(*target)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice run:", err)
+		return exitUsage
+	}
+	logger, err := common.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice run:", err)
+		return exitUsage
+	}
+	settings, err := config.Load(common.configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice run:", err)
+		return exitConfig
+	}
+	in, err := NewInfra(ctx, settings, logger)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice run:", err)
+		return exitUnhealthy
+	}
+	defer in.Close()
+	services, err := Build(ctx, in, RunOptions{
+		Targets:   targets,
+		Extractor: extractor.Config{Connections: splitList(*connections), Kinds: splitList(*kinds), DrainTimeout: *drain},
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice run:", err)
+		return exitUnhealthy
+	}
+	if !slices.Contains(targets, "trigger") {
+		services = append(services, adminServer(*adminAddr, in))
+	}
+	logger.Info("sluice running", "targets", strings.Join(targets, ","), "brokers", strings.Join(in.Kafka.Brokers, ","))
+	if err := RunAll(ctx, services); err != nil {
+		logger.Error("sluice stopped", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// adminServer serves /metrics, /healthz and /readyz for processes that do
+// not run the trigger service (which serves them itself).
+func adminServer(addr string, in *Infra) runnable {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(in.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := in.State.Ping(ctx); err != nil {
+			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if _, err := in.Store.Runs(ctx, storeProbe); err != nil {
+			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	return runnable{"admin", func(ctx context.Context) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}}
+}

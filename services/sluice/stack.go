@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/state"
+	"github.com/sluicehq/sluice/pkg/store"
+	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
+	"github.com/sluicehq/sluice/pkg/warehouse"
+	"github.com/sluicehq/sluice/pkg/warehouse/bigquery"
+	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
+	"github.com/sluicehq/sluice/pkg/warehouse/postgres"
+	"github.com/sluicehq/sluice/pkg/warehouse/snowflake"
+	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/services/extractor"
+	"github.com/sluicehq/sluice/services/loader"
+	"github.com/sluicehq/sluice/services/mapper"
+	"github.com/sluicehq/sluice/services/planner"
+	"github.com/sluicehq/sluice/services/trigger"
+	"github.com/sluicehq/sluice/services/watcher"
+)
+
+// Targets are the services `sluice run --target` can start.
+var Targets = []string{"planner", "extractor", "mapper", "loader", "watcher", "trigger"}
+
+// parseTargets expands "all" and checks every name.
+func parseTargets(spec string) ([]string, error) {
+	var out []string
+	for _, t := range strings.Split(spec, ",") {
+		t = strings.TrimSpace(t)
+		switch {
+		case t == "all":
+			return slices.Clone(Targets), nil
+		case slices.Contains(Targets, t):
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		case t == "":
+		default:
+			return nil, fmt.Errorf("unknown target %q: want one or more of %s, or all", t, strings.Join(Targets, ", "))
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no target given: want one or more of " + strings.Join(Targets, ", ") + ", or all")
+	}
+	return out, nil
+}
+
+// Openers are the warehouse kinds built into this binary.
+func Openers() map[string]warehouse.Opener {
+	pg := func(ctx context.Context, c config.Connection) (warehouse.Source, error) { return postgres.Open(ctx, c) }
+	return map[string]warehouse.Opener{
+		"duckdb":    func(_ context.Context, c config.Connection) (warehouse.Source, error) { return duckdb.Open(c) },
+		"postgres":  pg,
+		"redshift":  pg,
+		"snowflake": func(ctx context.Context, c config.Connection) (warehouse.Source, error) { return snowflake.Open(ctx, c) },
+		"bigquery":  func(ctx context.Context, c config.Connection) (warehouse.Source, error) { return bigquery.Open(ctx, c) },
+	}
+}
+
+// Infra is what every service of a process shares.
+type Infra struct {
+	Settings *config.File
+	Kafka    kafka.Config
+	Redis    redis.UniversalClient
+	State    *state.State
+	Store    store.Store
+	Sources  *warehouse.Pool
+	Codecs   *schemas.Codecs
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	Clock    func() time.Time
+}
+
+// openStore opens and migrates the configured event store.
+func openStore(ctx context.Context, s config.Store, logger *slog.Logger) (store.Store, error) {
+	var st store.Store
+	switch s.Kind {
+	case "duckdb":
+		d, err := duckstore.Open(ctx, s.Path, duckstore.Options{Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		st = d
+	case "postgres":
+		dsn := s.DSN
+		if s.DSNEnv != "" {
+			dsn = os.Getenv(s.DSNEnv)
+			if dsn == "" {
+				return nil, fmt.Errorf("store.dsn_env: environment variable %s is empty", s.DSNEnv)
+			}
+		}
+		p, err := pgstore.Open(ctx, dsn, pgstore.Options{Schema: s.Schema, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		st = p
+	default:
+		return nil, fmt.Errorf("store.kind %q: want duckdb or postgres", s.Kind)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("migrate store: %w", err)
+	}
+	return st, nil
+}
+
+// NewInfra connects everything the settings name. The caller closes it.
+func NewInfra(ctx context.Context, settings *config.File, logger *slog.Logger) (*Infra, error) {
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := &redis.Options{Addr: settings.Redis.Addr, DB: settings.Redis.DB}
+	if settings.Redis.PasswordEnv != "" {
+		opts.Password = os.Getenv(settings.Redis.PasswordEnv)
+	}
+	rdb := redis.NewClient(opts)
+	st, err := openStore(ctx, settings.Store, logger)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	k := settings.Kafka
+	return &Infra{
+		Settings: settings,
+		Kafka: kafka.Config{Brokers: k.Brokers, Partitions: k.Partitions, ReplicationFactor: k.ReplicationFactor,
+			Retention: k.Retention, TopicPrefix: k.TopicPrefix},
+		Redis:    rdb,
+		State:    state.New(rdb, state.Options{}),
+		Store:    st,
+		Sources:  warehouse.NewPool(settings.Connections, Openers()),
+		Codecs:   codecs,
+		Logger:   logger,
+		Registry: reg,
+		Clock:    time.Now,
+	}, nil
+}
+
+// Close releases every connection.
+func (in *Infra) Close() error {
+	return errors.Join(in.Sources.Close(), in.Store.Close(), in.Redis.Close())
+}
+
+// RunOptions tune the services of one process.
+type RunOptions struct {
+	Targets       []string
+	Extractor     extractor.Config
+	PlannerTick   time.Duration
+	WatcherTick   time.Duration
+	MetricsAddr   string // admin listener of processes without the trigger
+	LoaderOnDone  func(ctx context.Context, end store.RunEnd, outcome store.Outcome)
+	TriggerConfig trigger.Config
+}
+
+// runnable is a service's Run.
+type runnable struct {
+	name string
+	run  func(context.Context) error
+}
+
+// Build creates the selected services on in.
+func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
+	if err := ensureTopics(ctx, in); err != nil {
+		return nil, err
+	}
+	p := in.Settings.Pipeline
+	var out []runnable
+	var dispatcher *planner.Dispatcher
+	dispatcherFor := func() (*planner.Dispatcher, error) {
+		if dispatcher != nil {
+			return dispatcher, nil
+		}
+		cl, err := kafka.NewClient(in.Kafka, "dispatcher", in.Logger, in.Registry)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, runnable{"dispatcher", func(ctx context.Context) error { <-ctx.Done(); cl.Close(); return nil }})
+		dispatcher, err = planner.NewDispatcher(planner.DispatcherDeps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs,
+			Settings: in.Settings, Store: in.Store, State: in.State, LeaseTTL: p.LeaseTTL, Logger: in.Logger, Clock: in.Clock})
+		return dispatcher, err
+	}
+	for _, t := range o.Targets {
+		log := in.Logger.With("service", t)
+		switch t {
+		case "planner":
+			d, err := dispatcherFor()
+			if err != nil {
+				return nil, err
+			}
+			svc, err := planner.New(planner.Config{Tick: o.PlannerTick, CatchUpDays: p.CatchUpDays, Window: p.ScheduleWindow, CheckEvery: p.ScheduleCheckEvery},
+				planner.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings, Store: in.Store, State: in.State,
+					Sources: in.Sources, Dispatcher: d, Logger: log, Clock: in.Clock, Registry: in.Registry})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, runnable{t, svc.Run})
+		case "extractor":
+			cfg := o.Extractor
+			if cfg.BatchRows == 0 {
+				cfg.BatchRows = p.BatchRows
+			}
+			svc, err := extractor.New(cfg, extractor.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Sources: in.Sources,
+				Settings: in.Settings, Store: in.Store, Logger: log, Clock: in.Clock, Registry: in.Registry})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, runnable{t, svc.Run})
+		case "mapper":
+			svc, err := mapper.New(mapper.Config{}, mapper.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings,
+				Logger: log, Clock: in.Clock, Registry: in.Registry})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, runnable{t, svc.Run})
+		case "loader":
+			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare}, loader.Deps{Kafka: in.Kafka,
+				Codecs: in.Codecs, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry,
+				OnDayDone: o.LoaderOnDone})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, runnable{t, svc.Run})
+		case "watcher":
+			svc, err := watcher.New(watcher.Config{Days: p.WatchDays, Interval: p.WatchInterval, Threshold: p.ReloadThreshold, Tick: o.WatcherTick},
+				watcher.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings, Store: in.Store, State: in.State,
+					Sources: in.Sources, Logger: log, Clock: in.Clock, Registry: in.Registry})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, runnable{t, svc.Run})
+		case "trigger":
+			d, err := dispatcherFor()
+			if err != nil {
+				return nil, err
+			}
+			svc, err := trigger.New(o.TriggerConfig, trigger.Deps{Config: in.Settings, Store: in.Store, State: in.State,
+				Dispatcher: dispatchAdapter{d}, Logger: log, Clock: in.Clock, Registry: in.Registry})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, runnable{t, svc.Run})
+		}
+	}
+	return out, nil
+}
+
+// RunAll runs services until ctx is cancelled or one fails.
+func RunAll(ctx context.Context, services []runnable) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, s := range services {
+		g.Go(func() error {
+			if err := s.run(ctx); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func ensureTopics(ctx context.Context, in *Infra) error {
+	cl, err := kafka.NewClient(in.Kafka, "admin", in.Logger, nil)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return kafka.EnsureTopics(ctx, cl, in.Kafka, kafka.AllTopics...)
+}
+
+// dispatchAdapter lets the trigger service start runs through the planner's
+// dispatcher without either package knowing the other.
+type dispatchAdapter struct{ d *planner.Dispatcher }
+
+func (a dispatchAdapter) Dispatch(ctx context.Context, r trigger.DispatchRequest) (string, error) {
+	return a.d.Dispatch(ctx, planner.Request{Project: r.Project, Ingestion: r.Ingestion, Date: r.Date, Trigger: r.Trigger, Reason: r.Reason})
+}
+
+// storeProbe is the cheapest store read: readiness only needs an answer.
+var storeProbe = store.RunFilter{Project: "\x00probe", Limit: 1}
