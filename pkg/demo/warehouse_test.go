@@ -418,3 +418,23 @@ func TestConfigQueriesReturnTheDay(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSeedPostgres copies one bench day of events into PostgreSQL.
+func BenchmarkSeedPostgres(b *testing.B) {
+	rows := 200_000
+	if v := os.Getenv("SLUICE_BENCH_ROWS"); v != "" {
+		if _, err := fmt.Sscan(v, &rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w := openPostgres(b)
+	s := BenchSpec(civil.Date{Year: 2024, Month: 5, Day: 1}, rows)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := w.seed(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
