@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -65,11 +66,13 @@ func parseTargets(spec string) ([]string, error) {
 func Openers() map[string]warehouse.Opener {
 	pg := func(ctx context.Context, c config.Connection) (warehouse.Source, error) { return postgres.Open(ctx, c) }
 	return map[string]warehouse.Opener{
-		"duckdb":    func(_ context.Context, c config.Connection) (warehouse.Source, error) { return duckdb.Open(c) },
-		"postgres":  pg,
-		"redshift":  pg,
-		"snowflake": func(ctx context.Context, c config.Connection) (warehouse.Source, error) { return snowflake.Open(ctx, c) },
-		"bigquery":  func(ctx context.Context, c config.Connection) (warehouse.Source, error) { return bigquery.Open(ctx, c) },
+		"duckdb":   func(_ context.Context, c config.Connection) (warehouse.Source, error) { return duckdb.Open(c) },
+		"postgres": pg,
+		"redshift": pg,
+		"snowflake": func(ctx context.Context, c config.Connection) (warehouse.Source, error) {
+			return snowflake.Open(ctx, c)
+		},
+		"bigquery": func(ctx context.Context, c config.Connection) (warehouse.Source, error) { return bigquery.Open(ctx, c) },
 	}
 }
 
@@ -168,6 +171,9 @@ type RunOptions struct {
 	MetricsAddr   string // admin listener of processes without the trigger
 	LoaderOnDone  func(ctx context.Context, end store.RunEnd, outcome store.Outcome)
 	TriggerConfig trigger.Config
+	// TriggerListener, when set, is where the trigger serves instead of
+	// listening on its configured address (tests, port 0).
+	TriggerListener net.Listener
 }
 
 // runnable is a service's Run.
@@ -256,7 +262,11 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, runnable{t, svc.Run})
+			run := svc.Run
+			if ln := o.TriggerListener; ln != nil {
+				run = func(ctx context.Context) error { return svc.Serve(ctx, ln) }
+			}
+			out = append(out, runnable{t, run})
 		}
 	}
 	return out, nil
