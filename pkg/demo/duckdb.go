@@ -5,9 +5,12 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/duckdb/duckdb-go/v2"
+	"golang.org/x/sync/errgroup"
 )
 
 // SeedDuckDB creates s's tables in db (the main schema) if needed, replaces
@@ -33,30 +36,33 @@ func SeedDuckDB(ctx context.Context, db *sql.DB, s Spec) (int64, error) {
 			return 0, fmt.Errorf("prepare demo tables in duckdb: %w", err)
 		}
 	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("seed duckdb: %w", err)
-	}
-	defer conn.Close()
 	var total int64
 	for _, day := range s.Dates() {
-		n, err := appendDuckDB(ctx, conn, s.EventsTable, func(emit func([]any) error) error {
+		n, err := appendParallel(ctx, db, s.EventsTable, s.EventsPerDay, func(from, to int, emit func([]any) error) error {
+			g := newEventGen(s, day, to, s.BadRowEvery, streamEvents, 0).from(from)
 			var row []any
-			return Events(s, day, func(ev *Event) error {
+			for ev := g.next(); ev != nil; ev = g.next() {
 				row = ev.values(row)
-				return emit(row)
-			})
+				if err := emit(row); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("seed events of %s in duckdb: %w", day, err)
 		}
-		n, err = appendDuckDB(ctx, conn, s.MetricsTable, func(emit func([]any) error) error {
+		n, err = appendParallel(ctx, db, s.MetricsTable, s.MetricsPerDay, func(from, to int, emit func([]any) error) error {
+			g := newMetricGen(s, day, to, s.BadRowEvery, streamMetrics, 0).from(from)
 			var row []any
-			return Metrics(s, day, func(m *Metric) error {
+			for m := g.next(); m != nil; m = g.next() {
 				row = m.values(row)
-				return emit(row)
-			})
+				if err := emit(row); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		total += n
 		if err != nil {
@@ -65,6 +71,44 @@ func SeedDuckDB(ctx context.Context, db *sql.DB, s Spec) (int64, error) {
 	}
 	return total, nil
 }
+
+// appendParallel appends rows [0, rows) of a table, generated block by block
+// by gen, through one Appender per worker connection: DuckDB compresses and
+// writes each appender's row groups on its own thread, which is most of
+// the cost of a big day.
+func appendParallel(ctx context.Context, db *sql.DB, table string, rows int, gen func(from, to int, emit func([]any) error) error) (int64, error) {
+	blocks := (rows + blockRows - 1) / blockRows
+	workers := min(runtime.GOMAXPROCS(0), maxSeedWorkers, blocks)
+	var next, total atomic.Int64
+	g, ctx := errgroup.WithContext(ctx)
+	for range workers {
+		g.Go(func() error {
+			conn, err := db.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			n, err := appendDuckDB(ctx, conn, table, func(emit func([]any) error) error {
+				for {
+					b := int(next.Add(1) - 1)
+					if b >= blocks {
+						return nil
+					}
+					if err := gen(b*blockRows, min((b+1)*blockRows, rows), emit); err != nil {
+						return err
+					}
+				}
+			})
+			total.Add(n)
+			return err
+		})
+	}
+	err := g.Wait()
+	return total.Load(), err
+}
+
+// maxSeedWorkers bounds the appenders of one table.
+const maxSeedWorkers = 4
 
 // appendDuckDB appends the rows that produce emits to table through one
 // Appender on conn and returns how many it appended.

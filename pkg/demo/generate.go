@@ -100,9 +100,11 @@ func pick(r *rand.Rand, table []weighted) string {
 // function of (seed, day, row count, bad-row spacing).
 type eventGen struct {
 	r       *rand.Rand
+	pcg     *rand.PCG
+	seeds   blockSeeds
 	day     civil.Date
 	start   int64 // the day's midnight, epoch seconds (UTC)
-	n       int   // rows to produce
+	n       int   // produce rows [i, n)
 	i       int   // next row
 	every   int   // bad row spacing; 0 = all good
 	users   int   // size of the logged-in user pool
@@ -114,8 +116,11 @@ type eventGen struct {
 
 func newEventGen(s Spec, day civil.Date, n, every int, stream uint64, unitOff int) *eventGen {
 	users := max(100, s.EventsPerDay/15)
+	pcg := rand.NewPCG(0, 0)
 	return &eventGen{
-		r:       rand.New(rand.NewPCG(s.Seed, dayNumber(day)<<8|stream)),
+		r:       rand.New(pcg),
+		pcg:     pcg,
+		seeds:   blockSeeds{seed: s.Seed, stream: dayNumber(day)<<8 | stream},
 		day:     day,
 		start:   day.In(time.UTC).Unix(),
 		n:       n,
@@ -135,6 +140,7 @@ func (g *eventGen) next() *Event {
 	}
 	i := g.i
 	g.i++
+	g.seeds.at(g.pcg, i)
 	r := g.r
 	ev := &g.ev
 	*ev = Event{Date: g.day}
@@ -317,6 +323,8 @@ func pad(n, width int) string {
 // and metric i%len(metrics), so (unit_id, id_type, metric_name) is unique.
 type metricGen struct {
 	r       *rand.Rand
+	pcg     *rand.PCG
+	seeds   blockSeeds
 	day     civil.Date
 	n, i    int
 	every   int
@@ -325,8 +333,11 @@ type metricGen struct {
 }
 
 func newMetricGen(s Spec, day civil.Date, n, every int, stream uint64, unitOff int) *metricGen {
+	pcg := rand.NewPCG(0, 0)
 	return &metricGen{
-		r:       rand.New(rand.NewPCG(s.Seed, dayNumber(day)<<8|stream)),
+		r:       rand.New(pcg),
+		pcg:     pcg,
+		seeds:   blockSeeds{seed: s.Seed, stream: dayNumber(day)<<8 | stream},
 		day:     day,
 		n:       n,
 		every:   every,
@@ -340,6 +351,7 @@ func (g *metricGen) next() *Metric {
 	}
 	i := g.i
 	g.i++
+	g.seeds.at(g.pcg, i)
 	r := g.r
 	m := &g.m
 	*m = Metric{Date: g.day}
@@ -392,6 +404,24 @@ func (g *metricGen) next() *Metric {
 	}
 	return m
 }
+
+// blockRows is how many rows share one random stream. Each block is seeded
+// on its own, so blocks can be generated (and seeded) in parallel and still
+// give the same rows.
+const blockRows = 1 << 14
+
+// blockSeeds reseeds a generator at the start of each block.
+type blockSeeds struct{ seed, stream uint64 }
+
+func (b blockSeeds) at(pcg *rand.PCG, i int) {
+	if i%blockRows == 0 {
+		pcg.Seed(b.seed^uint64(i/blockRows)*0x9E3779B97F4A7C15, b.stream)
+	}
+}
+
+// from starts a fresh generator at row i, which must begin a block.
+func (g *eventGen) from(i int) *eventGen   { g.i = i; return g }
+func (g *metricGen) from(i int) *metricGen { g.i = i; return g }
 
 // Events calls fn with every row of s's events table for day, in order.
 // The row is reused between calls.
