@@ -5,7 +5,25 @@
 //
 // Everything is a pure function of a Spec: the same seed gives the same rows,
 // and Expected says, without touching a database, how many rows each day and
-// table holds and how many of them the mapper must reject, by reason class.
+// table holds and how many of them the mapper must reject, by reason code.
+//
+// The events table: event_id (UUID), ds DATE, event_ts TIMESTAMP (UTC),
+// event_time_s BIGINT (epoch seconds), event_name (a shop funnel: page_view,
+// search, add_to_cart, checkout, purchase, signup, login,
+// experiment_exposure), event_value (a price such as "19.99" for purchases,
+// a path, a search, a SKU or a plan otherwise, sometimes NULL), user_id
+// (NULL for the three in ten anonymous events), device_id, company_id
+// BIGINT (NULL for anonymous users and users of small companies), country,
+// platform, and properties: a JSON object with nested values kept as text.
+//
+// The metrics table: ds, unit_id, id_type (userID, stableID, companyID with
+// digit-string ids), metric_name, metric_value (NULL now and then, which
+// maps to 0) and numerator/denominator for the two ratio metrics.
+//
+// One row in every Spec.BadRowEvery is bad, cycling through the classes of
+// the Reason* constants; each bad row has exactly one defect, so its reason
+// is unambiguous. Both kinds of ingestions of the demo configuration read
+// the same two tables unless Tables says otherwise.
 package demo
 
 import (
@@ -23,8 +41,8 @@ const (
 	TableMetrics = "metrics"
 )
 
-// Reason codes of the deliberately bad rows: what the mapper must reject
-// each row for, with the demo mapping (timestamp_unit: seconds).
+// Reason codes of the deliberately bad rows: what pkg/mapping rejects each
+// row for, with the demo mapping (timestamp_unit: seconds).
 const (
 	ReasonMissingEventName    = mapping.ReasonEventNameMissing    // event_name is NULL
 	ReasonEventNameTooLong    = mapping.ReasonEventNameTooLong    // event_name of 175 characters
