@@ -15,25 +15,25 @@ import (
 
 // SeedDuckDB creates s's tables in db (the main schema) if needed, replaces
 // the rows of s's days with generated ones and returns the number of rows
-// written. Rows go through DuckDB's Appender, so millions seed in seconds.
+// written. Rows go through DuckDB Appenders on several connections, so
+// millions seed in seconds. The days are replaced statement by statement,
+// not atomically: seed before anything reads them.
 func SeedDuckDB(ctx context.Context, db *sql.DB, s Spec) (int64, error) {
 	s = s.WithDefaults()
 	if err := s.Validate(); err != nil {
 		return 0, err
 	}
 	events, metrics := quoteIdent(s.EventsTable), quoteIdent(s.MetricsTable)
-	for _, stmt := range []string{
-		eventsDDL(events),
-		metricsDDL(metrics),
-		`DELETE FROM ` + events + ` WHERE ds BETWEEN $1 AND $2`,
-		`DELETE FROM ` + metrics + ` WHERE ds BETWEEN $1 AND $2`,
-	} {
-		var args []any
-		if stmt[0] == 'D' {
-			args = []any{s.FirstDay().In(time.UTC), s.LastDay.In(time.UTC)}
+	first, last := s.FirstDay().In(time.UTC), s.LastDay.In(time.UTC)
+	for _, stmt := range []string{eventsDDL(events), metricsDDL(metrics)} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return 0, fmt.Errorf("create demo tables in duckdb: %w", err)
 		}
-		if _, err := db.ExecContext(ctx, stmt, args...); err != nil {
-			return 0, fmt.Errorf("prepare demo tables in duckdb: %w", err)
+	}
+	// Seeding again replaces the days instead of doubling them.
+	for _, t := range []string{events, metrics} {
+		if _, err := db.ExecContext(ctx, `DELETE FROM `+t+` WHERE ds BETWEEN $1 AND $2`, first, last); err != nil {
+			return 0, fmt.Errorf("clear demo days of %s: %w", t, err)
 		}
 	}
 	var total int64

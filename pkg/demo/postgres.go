@@ -72,15 +72,17 @@ type eventCopy struct {
 	row []any
 }
 
-func (c *eventCopy) Next() bool              { c.cur = c.g.next(); return c.cur != nil }
-func (c *eventCopy) Values() ([]any, error)  { c.row = c.cur.values(c.row); return c.row, nil }
-func (c *eventCopy) Err() error              { return nil }
-func (c *metricCopy) Next() bool             { c.cur = c.g.next(); return c.cur != nil }
-func (c *metricCopy) Values() ([]any, error) { c.row = c.cur.values(c.row); return c.row, nil }
-func (c *metricCopy) Err() error             { return nil }
+func (c *eventCopy) Next() bool             { c.cur = c.g.next(); return c.cur != nil }
+func (c *eventCopy) Values() ([]any, error) { c.row = c.cur.values(c.row); return c.row, nil }
+func (c *eventCopy) Err() error             { return nil }
 
+// metricCopy feeds a metric generator to pgx's CopyFrom, reusing one row.
 type metricCopy struct {
 	g   *metricGen
 	cur *Metric
 	row []any
 }
+
+func (c *metricCopy) Next() bool             { c.cur = c.g.next(); return c.cur != nil }
+func (c *metricCopy) Values() ([]any, error) { c.row = c.cur.values(c.row); return c.row, nil }
+func (c *metricCopy) Err() error             { return nil }
