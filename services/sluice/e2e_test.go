@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -95,7 +96,7 @@ func startE2E(t *testing.T, spec demo.Spec, pipeline config.Pipeline) *e2eStack 
 	if err := settings.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	in, err := NewInfra(ctx, settings, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -140,10 +141,23 @@ func startE2E(t *testing.T, spec demo.Spec, pipeline config.Pipeline) *e2eStack 
 	return &e2eStack{t: t, in: in, spec: spec, warehouse: wh, whSchema: whSchema, baseURL: "http://" + ln.Addr().String()}
 }
 
-type testWriter struct{ t testing.TB }
+// testWriter sends logs to the test's log until the test ends; Kafka
+// clients may still log a reconnect while they shut down.
+type testWriter struct {
+	t    testing.TB
+	done *atomic.Bool
+}
+
+func newTestWriter(t testing.TB) testWriter {
+	w := testWriter{t: t, done: new(atomic.Bool)}
+	t.Cleanup(func() { w.done.Store(true) })
+	return w
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
