@@ -127,7 +127,7 @@ type Day struct {
 	LastLoadedAt    *time.Time       `json:"timestamp,omitempty"`
 	WarehouseCount  *int64           `json:"warehouseCountNow,omitempty"`
 	WarehouseAt     *time.Time       `json:"warehouseCheckedAt,omitempty"`
-	Fingerprint     string           `json:"fingerprint,omitempty"`   // warehouse fingerprint at load, when known
+	Fingerprint     string           `json:"fingerprint,omitempty"`    // warehouse fingerprint at load, when known
 	WarehouseFinger string           `json:"fingerprintNow,omitempty"` // latest watched fingerprint
 }
 
