@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -44,6 +45,7 @@ type Server struct {
 
 	http *httptest.Server
 	grpc *grpc.Server
+	done chan struct{} // closed by Close, releases hung requests
 	lis  *bufconn.Listener
 
 	mu       sync.Mutex
@@ -112,6 +114,7 @@ func NewServer(tb testing.TB) *Server {
 		tables:   map[string]*table{},
 		jobs:     map[string]*job{},
 		pageSize: 1000,
+		done:     make(chan struct{}),
 		streams:  1,
 		grpc:     grpc.NewServer(),
 		lis:      bufconn.Listen(1 << 20),
@@ -146,6 +149,7 @@ func NewServer(tb testing.TB) *Server {
 
 // Close stops both servers.
 func (s *Server) Close() {
+	close(s.done)
 	s.http.CloseClientConnections()
 	s.http.Close()
 	s.grpc.Stop()
@@ -233,7 +237,12 @@ func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
 	}
 	s.mu.Unlock()
 	if f.Hang {
-		<-r.Context().Done()
+		// The server notices a client hanging up only once the body is read.
+		io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-s.done:
+		}
 		return true
 	}
 	writeError(w, &queryError{code: f.Code, reason: f.Reason, message: f.Message})
