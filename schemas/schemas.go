@@ -249,5 +249,36 @@ func (c *Codecs) Encode(s avro.Schema, v any) ([]byte, error) {
 // Decode unmarshals data with schema s into v. Slices in v are reused where
 // their capacity allows, so callers can decode into one value per loop.
 func (c *Codecs) Decode(s avro.Schema, data []byte, v any) error {
+	if r, ok := v.(resetter); ok {
+		r.reset()
+	}
 	return c.api.Unmarshal(s, data, v)
+}
+
+// resetter is implemented by the values whose slices Decode reuses.
+type resetter interface{ reset() }
+
+// reset empties the batch's slices, keeping their capacity. The decoder
+// leaves a slice untouched when the encoded array is empty, so without this
+// a reused value would keep the previous message's rows.
+func (b *RawBatch) reset() {
+	cols := b.Columns[:cap(b.Columns)]
+	for i := range cols {
+		c := &cols[i]
+		c.Nulls, c.Bools, c.Longs, c.Doubles, c.Strings = c.Nulls[:0], c.Bools[:0], c.Longs[:0], c.Doubles[:0], c.Strings[:0]
+	}
+	b.Columns = b.Columns[:0]
+}
+
+func (b *MappedBatch) reset() {
+	evs := b.Events[:cap(b.Events)]
+	for i := range evs {
+		evs[i].UnitIDs = evs[i].UnitIDs[:0]
+	}
+	b.Events, b.Metrics, b.Rejected = b.Events[:0], b.Metrics[:0], b.Rejected[:0]
+}
+
+func (d *DeadLetter) reset() {
+	d.Values = nil
+	d.Raw = d.Raw[:0]
 }
