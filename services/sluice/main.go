@@ -37,6 +37,8 @@ func verbs() []verb {
 		{"request", "publish one ingest request onto ingest-requests", runRequest},
 		{"status", "show the status of an ingestion's days", runStatus},
 		{"hash-key", "print the SHA-256 to store in the config for an API key", runHashKey},
+		{"kafka", "run a standalone kfake Kafka broker persisted to --data-dir", runKafka},
+		{"kafka", "serve a standalone in-memory Kafka broker (kfake) until SIGTERM", runKafka},
 	}
 }
 
