@@ -78,6 +78,7 @@ func (s *Service) routes() http.Handler {
 	handle("GET /v1/ingestions/usage", true, s.usage)
 	handle("GET /healthz", false, s.healthz)
 	handle("GET /readyz", false, s.readyz)
+	s.consoleRoutes(func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, named(pattern, h)) })
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", named("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{})))
 	}

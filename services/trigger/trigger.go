@@ -53,6 +53,17 @@ type Config struct {
 	IdleTimeout       time.Duration // default 120s
 	// ShutdownTimeout bounds the drain of in-flight requests (default 10s).
 	ShutdownTimeout time.Duration
+
+	// ConsoleSessionKey signs console session cookies; replicas behind
+	// one address must share it. Default: random per process.
+	ConsoleSessionKey []byte
+	// ConsoleSessionTTL is how long a console login lasts (default 12h).
+	ConsoleSessionTTL time.Duration
+	// ConsoleSecureCookies marks session cookies Secure even on plain
+	// HTTP (behind a TLS-terminating proxy); they are on TLS anyway.
+	ConsoleSecureCookies bool
+	// ConsoleDays is how many days the console's grid shows (default 30).
+	ConsoleDays int
 }
 
 // Deps are the service's collaborators.
@@ -79,6 +90,7 @@ type Service struct {
 	now      func() time.Time
 	keys     *apikey.Resolver
 	metrics  *metrics
+	console  *console
 	gatherer prometheus.Gatherer
 	handler  http.Handler
 }
@@ -127,6 +139,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.metrics, err = newMetrics(reg); err != nil {
 		return nil, fmt.Errorf("new trigger service: %w", err)
 	}
+	if s.console, err = newConsole(cfg); err != nil {
+		return nil, fmt.Errorf("new trigger service: %w", err)
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -153,6 +168,8 @@ func (c *Config) applyDefaults(f *config.File) {
 	setDefault(&c.WriteTimeout, 60*time.Second)
 	setDefault(&c.IdleTimeout, 120*time.Second)
 	setDefault(&c.ShutdownTimeout, 10*time.Second)
+	setDefault(&c.ConsoleDays, defaultGridDays)
+	c.ConsoleDays = min(c.ConsoleDays, maxGridDays)
 }
 
 func setDefault[T comparable](v *T, def T) {
