@@ -32,11 +32,6 @@ func runHashKey(_ context.Context, args []string, stdout, stderr io.Writer) int 
 	return exitOK
 }
 
-func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sluice validate: not built yet")
-	return exitFailure
-}
-
 func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "sluice backfill: not built yet")
 	return exitFailure
