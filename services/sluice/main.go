@@ -33,12 +33,12 @@ func verbs() []verb {
 		{"dev", "run the whole system in one process on embedded defaults", runDev},
 		{"run", "run services (--target=planner,extractor,mapper,loader,watcher,trigger|all)", runServices},
 		{"validate", "check an ingestion's query and mapping on a sample", runValidate},
+		{"replay", "re-run a run's day under the current mapping so its rejected rows load", runReplay},
 		{"backfill", "load a range of days of an ingestion", runBackfill},
 		{"request", "publish one ingest request onto ingest-requests", runRequest},
 		{"status", "show the status of an ingestion's days", runStatus},
 		{"hash-key", "print the SHA-256 to store in the config for an API key", runHashKey},
 		{"kafka", "run a standalone kfake Kafka broker persisted to --data-dir", runKafka},
-		{"kafka", "serve a standalone in-memory Kafka broker (kfake) until SIGTERM", runKafka},
 	}
 }
 
