@@ -6,16 +6,22 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/civil"
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/runid"
 )
 
 func freeAddr(t *testing.T) string {
@@ -134,5 +140,52 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond) // polling another goroutine's servers
+	}
+}
+
+// `sluice dev --config` runs the same stack against the connections and
+// store of a config file: here PostgreSQL as the warehouse and the store.
+func TestDevWithConfigFileOnPostgres(t *testing.T) {
+	ctx := t.Context()
+	pool := pgPool(t, ctx)
+	suffix := runid.New()[:10]
+	whSchema, storeSchema := "devcfg_wh_"+suffix, "devcfg_store_"+suffix
+	t.Cleanup(func() {
+		for _, s := range []string{whSchema, storeSchema} {
+			_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{s}.Sanitize()+" CASCADE")
+		}
+	})
+	spec := demo.Spec{Days: 5, LastDay: civil.DateOf(time.Now().UTC()), EventsPerDay: 600, MetricsPerDay: 200, BadRowEvery: 50, Seed: 3}
+	if _, err := demo.SeedPostgres(ctx, pool, whSchema, spec); err != nil {
+		t.Fatal(err)
+	}
+	const dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	t.Setenv("SLUICE_DEVCFG_DSN", dsn)
+	yaml := demo.ConfigYAML(demo.ConfigOptions{
+		APIKey:    "k",
+		Warehouse: demo.WarehousePostgres,
+		Postgres:  demo.PostgresWarehouse{DSNEnv: "SLUICE_DEVCFG_DSN", Schema: whSchema},
+		Store:     config.Store{Kind: "postgres", DSNEnv: "SLUICE_DEVCFG_DSN", Schema: storeSchema},
+		Pipeline:  config.Pipeline{CatchUpDays: 3},
+	})
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(path, yaml, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs syncBuffer
+	code := dispatch(ctx, []string{"dev", "--once", "--config", path, "--kafka-addr", freeAddr(t), "--http-addr", freeAddr(t)}, &out, &errs)
+	if code != exitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
+	}
+	if !strings.Contains(out.String(), "All 6 days reconciled.") {
+		t.Fatalf("want 3 days of 2 scheduled ingestions reconciled:\n%s", out.String())
+	}
+	// The rows are in the PostgreSQL store, visible through its view.
+	var n int64
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{storeSchema, "visible_events"}.Sanitize()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("no events visible in the PostgreSQL store")
 	}
 }
