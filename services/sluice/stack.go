@@ -269,7 +269,47 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			out = append(out, runnable{t, run})
 		}
 	}
+	if groups := consumerGroups(o); len(groups) > 0 {
+		lag, err := lagMonitor(in, groups)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, lag)
+	}
 	return out, nil
+}
+
+// consumerGroups are the groups of the selected consumer services, whose
+// lag this process exports.
+func consumerGroups(o RunOptions) []string {
+	var groups []string
+	for _, t := range o.Targets {
+		switch t {
+		case "planner":
+			groups = append(groups, "sluice-planner")
+		case "extractor":
+			groups = append(groups, o.Extractor.GroupName())
+		case "mapper":
+			groups = append(groups, "sluice-mapper")
+		case "loader":
+			groups = append(groups, "sluice-loader")
+		}
+	}
+	return groups
+}
+
+// lagMonitor exports sluice_kafka_consumer_lag for groups.
+func lagMonitor(in *Infra, groups []string) (runnable, error) {
+	cl, err := kafka.NewClient(in.Kafka, "lag", in.Logger, nil)
+	if err != nil {
+		return runnable{}, err
+	}
+	m, err := kafka.NewLagMonitor(cl, groups, 15*time.Second, in.Registry, in.Logger.With("service", "lag"))
+	if err != nil {
+		cl.Close()
+		return runnable{}, err
+	}
+	return runnable{"lag", func(ctx context.Context) error { defer cl.Close(); return m.Run(ctx) }}, nil
 }
 
 // RunAll runs services until ctx is cancelled or one fails.
