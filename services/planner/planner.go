@@ -32,10 +32,14 @@ type Config struct {
 	// CatchUpDays due days that is not loaded yet (missed windows), once.
 	CatchUpDays int
 	// Window is how long after the scheduled hour the planner keeps
-	// checking for the day's data; CheckEvery spaces those checks.
-	Window     time.Duration
-	CheckEvery time.Duration
-	Group      string // reload-candidates consumer group
+	// checking for the day's data. The first check is at the hour; the
+	// next after CheckEvery, each later gap twice the one before, up to
+	// MaxCheckEvery (backoff: a warehouse late by hours is not asked
+	// every few minutes). The window's end is always a last check.
+	Window        time.Duration
+	CheckEvery    time.Duration
+	MaxCheckEvery time.Duration
+	Group         string // reload-candidates consumer group
 }
 
 func (c *Config) defaults() {
@@ -45,8 +49,11 @@ func (c *Config) defaults() {
 	if c.Window == 0 {
 		c.Window = 6 * time.Hour
 	}
-	if c.CheckEvery == 0 {
+	if c.CheckEvery <= 0 {
 		c.CheckEvery = 15 * time.Minute
+	}
+	if c.MaxCheckEvery < c.CheckEvery {
+		c.MaxCheckEvery = max(time.Hour, c.CheckEvery)
 	}
 	if c.Group == "" {
 		c.Group = "sluice-planner"
@@ -74,6 +81,8 @@ type Service struct {
 	client *kgo.Client // reload-candidates consumer
 
 	dispatched *prometheus.CounterVec
+	checks     prometheus.Counter
+	noData     prometheus.Counter
 }
 
 // New builds a planner.
@@ -90,10 +99,14 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, deps: deps,
 		dispatched: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_planner_runs_dispatched_total", Help: "Runs the planner started, by trigger."}, []string{"trigger"}),
+		checks:     prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_planner_presence_checks_total", Help: "Checks inside a load window that the day has rows."}),
+		noData:     prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_planner_windows_without_data_total", Help: "Load windows that closed without rows (NO_DATA_YET)."}),
 	}
 	if deps.Registry != nil {
-		if err := deps.Registry.Register(s.dispatched); err != nil {
-			return nil, fmt.Errorf("register planner metrics: %w", err)
+		for _, c := range []prometheus.Collector{s.dispatched, s.checks, s.noData} {
+			if err := deps.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("register planner metrics: %w", err)
+			}
 		}
 	}
 	cl, err := kafka.NewClient(deps.Kafka, "planner", deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
@@ -170,66 +183,126 @@ func DueDays(ing *config.Ingestion, now time.Time, n int) (first, last civil.Dat
 	return last.AddDays(1 - n), last, nil
 }
 
-// window returns the latest due day of ing (yesterday in its time zone)
-// and its load window.
-func (s *Service) window(ing *config.Ingestion) (day civil.Date, start, end time.Time, err error) {
+// window is one scheduled load window: the day it loads (the day before
+// the window opens, in the schedule's time zone) and when it opens and
+// closes.
+type window struct {
+	day        civil.Date
+	start, end time.Time
+}
+
+// windows returns the windows of ing that may be open or just closed at
+// now: today's and yesterday's (a window opened late in the evening stays
+// open past midnight).
+func (s *Service) windows(ing *config.Ingestion, now time.Time) ([]window, error) {
 	loc, err := ing.Schedule.Location()
 	if err != nil {
-		return civil.Date{}, time.Time{}, time.Time{}, err
+		return nil, err
 	}
-	now := s.deps.Clock().In(loc)
-	today := civil.DateOf(now)
-	start = time.Date(now.Year(), now.Month(), now.Day(), ing.Schedule.HourOrDefault(), 0, 0, 0, loc)
-	return today.AddDays(-1), start, start.Add(s.cfg.Window), nil
+	local := now.In(loc)
+	out := make([]window, 0, 2)
+	for back := 1; back >= 0; back-- {
+		opens := civil.DateOf(local).AddDays(-back)
+		start := time.Date(opens.Year, opens.Month, opens.Day, ing.Schedule.HourOrDefault(), 0, 0, 0, loc)
+		out = append(out, window{day: opens.AddDays(-1), start: start, end: start.Add(s.cfg.Window)})
+	}
+	return out, nil
+}
+
+// CheckSlot numbers the presence check due at now inside a window that
+// opened at start and closes at end: slot 0 at start, slot k after gaps
+// of every, 2*every, 4*every, ... capped at maxEvery. It also returns
+// when the slot began.
+func CheckSlot(now, start, end time.Time, every, maxEvery time.Duration) (slot int, at time.Time) {
+	at, gap := start, every
+	for !at.Add(gap).After(now) && at.Add(gap).Before(end) {
+		at = at.Add(gap)
+		gap = min(gap*2, maxEvery)
+		slot++
+	}
+	return slot, at
+}
+
+func (s *Service) dayKey(ing *config.Ingestion, date string) string {
+	return ing.Project + "/" + ing.Name + "/" + date
 }
 
 // schedule loads ing's latest day inside its window once the warehouse has
-// rows for it, and records "no data yet" when the window closes without.
+// rows for it, checking with backoff, and records "no data yet" once when
+// the window closes without.
 func (s *Service) schedule(ctx context.Context, ing *config.Ingestion) error {
-	day, start, end, err := s.window(ing)
+	now := s.deps.Clock()
+	wins, err := s.windows(ing, now)
 	if err != nil {
 		return err
 	}
-	now := s.deps.Clock()
-	if now.Before(start) {
-		return nil
+	var errs []error
+	for _, w := range wins {
+		if now.Before(w.start) {
+			continue
+		}
+		if err := s.scheduleWindow(ctx, ing, w, now); err != nil {
+			errs = append(errs, fmt.Errorf("window of %s: %w", w.day, err))
+		}
 	}
-	date := day.String()
-	doneKey := "schedule-done:" + ing.Project + "/" + ing.Name + "/" + date
+	return errors.Join(errs...)
+}
+
+func (s *Service) scheduleWindow(ctx context.Context, ing *config.Ingestion, w window, now time.Time) error {
+	date := w.day.String()
+	doneKey := "schedule-done:" + s.dayKey(ing, date)
 	if loaded, err := s.loaded(ctx, ing, date, date); err != nil {
 		return err
 	} else if len(loaded) > 0 {
 		return nil
 	}
-	if !now.Before(end) {
-		first, err := s.deps.State.Once(ctx, doneKey, 8*24*time.Hour)
+	if held, _, err := s.deps.State.DayHolder(ctx, state.DayKey{Project: ing.Project, Ingestion: ing.Name, Date: date}); err != nil || held != "" {
+		return err // a run of the day is in flight already
+	}
+	if !now.Before(w.end) {
+		// The window closed: one last look, then load or say so, once.
+		first, err := s.deps.State.Once(ctx, "schedule-closed:"+s.dayKey(ing, date), onceTTL)
 		if err != nil || !first {
 			return err
 		}
+		has, err := s.present(ctx, ing, w.day)
+		if err != nil {
+			return err
+		}
+		if has {
+			if first, err := s.deps.State.Once(ctx, doneKey, onceTTL); err != nil || !first {
+				return err
+			}
+			return s.dispatch(ctx, ing, date, schemas.TriggerScheduled, "daily schedule (rows found as the window closed)")
+		}
+		s.noData.Inc()
+		s.deps.Logger.Warn("load window closed without rows", "ingestion", ing.Name, "project", ing.Project, "day", date)
 		return s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 			RunID: "nodata-" + ing.Project + "-" + ing.Name + "-" + date, Project: ing.Project, Ingestion: ing.Name,
 			Type: ing.Type, Date: date, Trigger: schemas.TriggerScheduled, Status: store.StatusNoDataYet,
-			Message: fmt.Sprintf("no rows for %s by the end of the load window (%s)", date, end.Format(time.RFC3339)), At: now,
+			Message: fmt.Sprintf("no rows for %s by the end of the load window (%s)", date, w.end.Format(time.RFC3339)), At: now,
 		})
 	}
-	// Space the presence checks; the key also marks a day already started.
-	first, err := s.deps.State.Once(ctx, "schedule-check:"+ing.Project+"/"+ing.Name+"/"+date, s.cfg.CheckEvery)
+	// One presence check per backoff slot, whichever planner gets it.
+	slot, _ := CheckSlot(now, w.start, w.end, s.cfg.CheckEvery, s.cfg.MaxCheckEvery)
+	first, err := s.deps.State.Once(ctx, fmt.Sprintf("schedule-check:%s/%d", s.dayKey(ing, date), slot), onceTTL)
 	if err != nil || !first {
 		return err
 	}
-	if held, _, err := s.deps.State.DayHolder(ctx, state.DayKey{Project: ing.Project, Ingestion: ing.Name, Date: date}); err != nil || held != "" {
-		return err
-	}
-	has, err := s.present(ctx, ing, day)
+	s.checks.Inc()
+	has, err := s.present(ctx, ing, w.day)
 	if err != nil || !has {
 		return err
 	}
-	first, err = s.deps.State.Once(ctx, doneKey, 8*24*time.Hour)
+	first, err = s.deps.State.Once(ctx, doneKey, onceTTL)
 	if err != nil || !first {
 		return err
 	}
 	return s.dispatch(ctx, ing, date, schemas.TriggerScheduled, "daily schedule")
 }
+
+// onceTTL outlives any window and the catch-up horizon.
+const onceTTL = 8 * 24 * time.Hour
 
 // CatchUp loads the due days of every daily ingestion, up to CatchUpDays
 // back, that are not loaded and have rows: the windows missed while the
@@ -270,8 +343,8 @@ func (s *Service) CatchUp(ctx context.Context) error {
 			if !has {
 				continue
 			}
-			doneKey := "schedule-done:" + ing.Project + "/" + ing.Name + "/" + date
-			if first, err := s.deps.State.Once(ctx, doneKey, 8*24*time.Hour); err != nil || !first {
+			doneKey := "schedule-done:" + s.dayKey(ing, date)
+			if first, err := s.deps.State.Once(ctx, doneKey, onceTTL); err != nil || !first {
 				continue
 			}
 			if err := s.dispatch(ctx, ing, date, schemas.TriggerScheduled, "catch-up of a missed window"); err != nil {
