@@ -92,6 +92,8 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	kinds := fs.String("kinds", "", "extractor: serve only connections of these warehouse kinds (comma-separated)")
 	adminAddr := fs.String("admin-addr", "127.0.0.1:9464", "where /metrics, /healthz and /readyz listen (processes without the trigger service)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may finish after SIGTERM")
+	plannerTick := fs.Duration("planner-tick", 0, "planner: how often schedules and queued requests are looked at (default 30s)")
+	watcherTick := fs.Duration("watcher-tick", 0, "watcher: how often it looks for days due a re-count (default 1m)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -117,8 +119,10 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	defer in.Close()
 	services, err := Build(ctx, in, RunOptions{
-		Targets:   targets,
-		Extractor: extractor.Config{Connections: splitList(*connections), Kinds: splitList(*kinds), DrainTimeout: *drain},
+		Targets:     targets,
+		Extractor:   extractor.Config{Connections: splitList(*connections), Kinds: splitList(*kinds), DrainTimeout: *drain},
+		PlannerTick: *plannerTick,
+		WatcherTick: *watcherTick,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice run:", err)
