@@ -341,3 +341,12 @@ func TestLiveBigQuery(t *testing.T) {
 		t.Fatalf("missing table: %v, want QUERY_ERROR", err)
 	}
 }
+
+func TestClose(t *testing.T) {
+	t.Parallel()
+	srv := bqtest.NewServer(t)
+	src := openTest(t, testConn(srv), Options{})
+	if err := src.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sluicehq/sluice/pkg/config"
@@ -138,7 +139,9 @@ func OpenWith(ctx context.Context, cfg config.Connection, o Options) (*Source, e
 // Close releases both clients.
 func (s *Source) Close() error {
 	err := s.client.Close()
-	if s.grpc != nil {
+	// The storage client closes the connection it was given; close it only
+	// if it never got that far.
+	if s.grpc != nil && s.grpc.GetState() != connectivity.Shutdown {
 		err = errors.Join(err, s.grpc.Close())
 	}
 	return err
