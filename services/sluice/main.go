@@ -38,6 +38,7 @@ func verbs() []verb {
 		{"request", "publish one ingest request onto ingest-requests", runRequest},
 		{"status", "show the status of an ingestion's days", runStatus},
 		{"hash-key", "print the SHA-256 to store in the config for an API key", runHashKey},
+		{"version", "print the version and commit this binary was built from", runVersion},
 		{"kafka", "run a standalone kfake Kafka broker persisted to --data-dir", runKafka},
 	}
 }
@@ -50,6 +51,10 @@ func main() {
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 2 && args[0] == "help" {
+		// `sluice help VERB` is `sluice VERB --help`.
+		args = []string{args[1], "--help"}
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
 		if len(args) == 0 {
@@ -74,4 +79,11 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", v.name, v.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'sluice <command> --help' for a command's flags.")
+	fmt.Fprintf(w, "\nExit codes:\n"+
+		"  %d  success\n"+
+		"  %d  the work failed (a run failed, a day did not reconcile, a check found problems)\n"+
+		"  %d  bad command, flags or arguments\n"+
+		"  %d  the config file is invalid\n"+
+		"  %d  a dependency (Kafka, Redis, the store, a warehouse) could not be reached\n",
+		exitOK, exitFailure, exitUsage, exitConfig, exitUnhealthy)
 }
