@@ -29,6 +29,7 @@ type reader struct {
 	emit    func(*warehouse.Batch) error
 	total   int64
 	emitted bool
+	ctx     context.Context // the stream's, checked after each emit
 	dest    []driver.Value
 }
 
@@ -90,6 +91,7 @@ func dbTypeName(dbType string, p, s int64) string {
 // read consumes the result: Arrow batches one chunk at a time, or the
 // driver's rows when the server answered with a JSON rowset.
 func (r *reader) read(ctx context.Context, rows driver.Rows) error {
+	r.ctx = ctx
 	sfRows, ok := rows.(sf.SnowflakeRows)
 	if !ok {
 		return r.readRows(rows)
@@ -164,6 +166,12 @@ func (r *reader) flush(emitEmpty bool) error {
 		return err
 	}
 	r.batch.SetColumns(r.specs) // also undoes a LONG column's promotion to DECIMAL
+	if r.ctx != nil {
+		// A chunk holds many batches: stop between them once cancelled.
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -74,7 +74,8 @@ var (
 	emptyDay = civil.Date{Year: 2024, Month: 1, Day: 4}
 )
 
-// Run runs every case of the suite against h.
+// Run runs every case of the suite against h. Column names compare
+// case-insensitively: Snowflake folds unquoted identifiers to upper case.
 func Run(t *testing.T, h Harness) {
 	src, exec := h.Open(t)
 	t.Run("types and nulls", func(t *testing.T) { testTypes(t, h, src, exec) })
@@ -213,7 +214,7 @@ func testTypes(t *testing.T, h Harness, src warehouse.Source, exec func(testing.
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			col := got.Columns[i]
-			if col.Name != names[i] || col.Type != c.raw {
+			if !strings.EqualFold(col.Name, names[i]) || col.Type != c.raw {
 				t.Fatalf("column %q type %s (db %s), want %q type %s", col.Name, col.Type, col.DBType, names[i], c.raw)
 			}
 			if col.DBType == "" {
@@ -420,7 +421,7 @@ func testLargeDay(t *testing.T, h Harness, src warehouse.Source, exec func(testi
 		}
 	}
 	b, err := src.Sample(context.Background(), query, theDay, 5)
-	if err != nil || b.Rows != 5 || len(b.Columns) != 3 || b.Columns[1].Name != "name" {
+	if err != nil || b.Rows != 5 || len(b.Columns) != 3 || !strings.EqualFold(b.Columns[1].Name, "name") {
 		t.Errorf("Sample(5) = %+v, %v; want 5 rows of id, name, v", b, err)
 	}
 }
@@ -441,7 +442,7 @@ func testEmptyDay(t *testing.T, h Harness, src warehouse.Source, exec func(testi
 		t.Fatalf("Count(empty day) = %d, %v; want 0", c, err)
 	}
 	b, err := src.Sample(context.Background(), query, emptyDay, 10)
-	if err != nil || b.Rows != 0 || len(b.Columns) != 1 || b.Columns[0].Name != "id" {
+	if err != nil || b.Rows != 0 || len(b.Columns) != 1 || !strings.EqualFold(b.Columns[0].Name, "id") {
 		t.Fatalf("Sample(empty day) = %+v, %v; want 0 rows with column id", b, err)
 	}
 }

@@ -14,7 +14,7 @@
 // exactly the ones Sluice's Snowflake source sends:
 //
 //	SELECT 1
-//	SELECT <* | col, col, ...> FROM <table> [WHERE <col> = ?] [LIMIT n]
+//	SELECT <* | col, col, ...> FROM <table> [WHERE <col> = ?] [ORDER BY <col> [ASC|DESC]] [LIMIT n]
 //	SELECT COUNT(*) FROM (<query above>)
 //	SELECT COUNT(*), HASH_AGG(*) FROM (<query above>)
 //	SELECT * FROM (<query above>) LIMIT n

@@ -1,11 +1,13 @@
 package sftest
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"math/big"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -150,7 +152,7 @@ var (
 	countWrap    = regexp.MustCompile(`(?i)^SELECT COUNT\(\*\) FROM \((.*)\)$`)
 	hashWrap     = regexp.MustCompile(`(?i)^SELECT COUNT\(\*\), HASH_AGG\(\*\) FROM \((.*)\)$`)
 	limitWrap    = regexp.MustCompile(`(?i)^SELECT \* FROM \((.*)\) LIMIT (\d+)$`)
-	baseQuery    = regexp.MustCompile(`(?i)^SELECT (.+?) FROM ([A-Za-z_"][\w."]*)(?: WHERE ([A-Za-z_]\w*) = \?)?(?: LIMIT (\d+))?$`)
+	baseQuery    = regexp.MustCompile(`(?i)^SELECT (.+?) FROM ([A-Za-z_"][\w."]*)(?: WHERE ([A-Za-z_]\w*) = \?)?(?: ORDER BY ([A-Za-z_"][\w"]*)(?: (ASC|DESC))?)?(?: LIMIT (\d+))?$`)
 	sessionQuery = regexp.MustCompile(`(?i)^(ALTER SESSION|USE) `)
 )
 
@@ -235,16 +237,26 @@ func (s *Server) base(sql string, binds map[string]Binding) ([]column, [][]any, 
 		}
 		want = fmt.Sprint(b.Value)
 	}
-	limit := len(t.Rows)
+	order := -1
 	if m[4] != "" {
-		limit, _ = strconv.Atoi(m[4])
+		if order = indexOf(all, m[4]); order < 0 {
+			return nil, nil, &queryError{"000904", fmt.Sprintf("SQL compilation error: error line 1 at position 0\ninvalid identifier '%s'", strings.ToUpper(m[4])), "42000"}
+		}
+	}
+	limit := len(t.Rows)
+	if m[6] != "" {
+		limit, _ = strconv.Atoi(m[6])
 	}
 	cols := make([]column, len(pick))
 	for i, p := range pick {
 		cols[i] = all[p]
 	}
+	source := t.Rows
+	if order >= 0 {
+		source = sortedRows(all[order], order, t.Rows, strings.EqualFold(m[5], "DESC"))
+	}
 	var rows [][]any
-	for _, row := range t.Rows {
+	for _, row := range source {
 		if len(rows) >= limit {
 			break
 		}
@@ -261,6 +273,75 @@ func (s *Server) base(sql string, binds map[string]Binding) ([]column, [][]any, 
 		rows = append(rows, out)
 	}
 	return cols, rows, nil
+}
+
+// sortedRows orders a copy of rows by column i, NULLs last as Snowflake
+// sorts them ascending (first descending); ties keep their stored order.
+func sortedRows(c column, i int, rows [][]any, desc bool) [][]any {
+	out := slices.Clone(rows)
+	slices.SortStableFunc(out, func(a, b []any) int {
+		switch {
+		case a[i] == nil && b[i] == nil:
+			return 0
+		case a[i] == nil:
+			if desc {
+				return -1
+			}
+			return 1
+		case b[i] == nil:
+			if desc {
+				return 1
+			}
+			return -1
+		}
+		r := compareValues(c, a[i], b[i])
+		if desc {
+			return -r
+		}
+		return r
+	})
+	return out
+}
+
+// compareValues orders two non-null values of column c.
+func compareValues(c column, a, b any) int {
+	switch c.kind {
+	case "fixed":
+		x, _ := unscaled(a, c.scale)
+		y, _ := unscaled(b, c.scale)
+		if x == nil || y == nil {
+			return 0
+		}
+		return x.Cmp(y)
+	case "real":
+		x, _ := a.(float64)
+		y, _ := b.(float64)
+		return cmp.Compare(x, y)
+	case "date":
+		x, _ := dateOf(a)
+		y, _ := dateOf(b)
+		return x.Compare(y)
+	case "time", "timestamp_ntz", "timestamp_ltz", "timestamp_tz":
+		x, _ := a.(time.Time)
+		y, _ := b.(time.Time)
+		return x.Compare(y)
+	case "boolean":
+		x, _ := a.(bool)
+		y, _ := b.(bool)
+		switch {
+		case x == y:
+			return 0
+		case !x:
+			return -1
+		}
+		return 1
+	}
+	x, _ := textOf(c, a)
+	y, _ := textOf(c, b)
+	if x == nil || y == nil {
+		return 0
+	}
+	return strings.Compare(*x, *y)
 }
 
 func indexOf(cols []column, name string) int {
