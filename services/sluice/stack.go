@@ -346,4 +346,6 @@ func (a dispatchAdapter) Dispatch(ctx context.Context, r trigger.DispatchRequest
 }
 
 // storeProbe is the cheapest store read: readiness only needs an answer.
-var storeProbe = store.RunFilter{Project: "\x00probe", Limit: 1}
+// The space makes it a project name no config can hold; PostgreSQL
+// rejects a NUL byte in text, so that cannot be the marker.
+var storeProbe = store.RunFilter{Project: " probe", Limit: 1}
