@@ -112,6 +112,7 @@ type metrics struct {
 	rows      *prometheus.CounterVec
 	runs      *prometheus.CounterVec
 	queryTime *prometheus.HistogramVec
+	bytes     *prometheus.CounterVec
 }
 
 // New builds an extractor and its Kafka client. Offsets of
@@ -134,9 +135,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome."}, []string{"outcome"}),
 		queryTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_extractor_query_seconds", Help: "Time to stream one day's query.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16)}, []string{"connection"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_bytes_total", Help: "Avro bytes of raw-rows batches produced."}, []string{"ingestion"}),
 	}
 	if deps.Registry != nil {
-		for _, c := range []prometheus.Collector{s.metrics.rows, s.metrics.runs, s.metrics.queryTime} {
+		for _, c := range []prometheus.Collector{s.metrics.rows, s.metrics.runs, s.metrics.queryTime, s.metrics.bytes} {
 			if err := deps.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register extractor metrics: %w", err)
 			}
@@ -343,6 +345,7 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		Date: req.Date, Trigger: req.Trigger, Fence: req.Fence, Kind: schemas.KindRows,
 	}
 	counter := s.metrics.rows.WithLabelValues(req.Ingestion)
+	byteCounter := s.metrics.bytes.WithLabelValues(req.Ingestion)
 	total, err := src.Stream(ctx, ing.Query, day, s.cfg.BatchRows, func(b *warehouse.Batch) error {
 		if b.Rows == 0 {
 			return nil
@@ -361,6 +364,7 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		batches++
 		rows += int64(b.Rows)
 		counter.Add(float64(b.Rows))
+		byteCounter.Add(float64(len(data)))
 		return nil
 	})
 	if err != nil {
@@ -412,12 +416,14 @@ func (s *Service) updateRun(ctx context.Context, req schemas.IngestRequest, ing 
 	})
 	if err != nil {
 		// Progress notes are best effort; the loader writes the outcome.
-		s.deps.Logger.Warn("record run progress", "run_id", req.RunID, "status", status, "err", err)
+		s.deps.Logger.Warn("record run progress", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project,
+			"status", status, "err", err)
 	}
 }
 
 func (s *Service) deadLetter(ctx context.Context, rec *kgo.Record, req schemas.IngestRequest, reason, detail string) {
-	s.deps.Logger.Warn("ingest request rejected", "reason", reason, "detail", detail, "partition", rec.Partition, "offset", rec.Offset)
+	s.deps.Logger.Warn("ingest request rejected", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project,
+		"reason", reason, "detail", detail, "partition", rec.Partition, "offset", rec.Offset)
 	dl := schemas.DeadLetter{
 		SourceTopic: rec.Topic, Reason: reason, Detail: detail, RunID: req.RunID, Project: req.Project,
 		Ingestion: req.Ingestion, Date: req.Date, Position: -1, Values: map[string]string{}, Raw: rec.Value,
@@ -428,7 +434,7 @@ func (s *Service) deadLetter(ctx context.Context, rec *kgo.Record, req schemas.I
 		err = kafka.ProduceSync(ctx, s.client, &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicDeadLetter), Key: rec.Key, Value: data})
 	}
 	if err != nil {
-		s.deps.Logger.Error("publish dead letter", "reason", reason, "err", err)
+		s.deps.Logger.Error("publish dead letter", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "reason", reason, "err", err)
 	}
 }
 

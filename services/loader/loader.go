@@ -48,9 +48,11 @@ type Service struct {
 	deps   Deps
 	client *kgo.Client
 
-	rows  *prometheus.CounterVec
-	runs  *prometheus.CounterVec
-	stage prometheus.Histogram
+	rows     *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	runs     *prometheus.CounterVec
+	stage    prometheus.Histogram
+	duration *prometheus.HistogramVec
 }
 
 // New builds a loader and its Kafka client.
@@ -77,9 +79,14 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		rows:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_total", Help: "Records staged into the store."}, []string{"ingestion"}),
 		runs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_runs_total", Help: "Runs finished, by outcome."}, []string{"outcome"}),
 		stage: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_loader_stage_seconds", Help: "Time to stage one poll of batches.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_bytes_total", Help: "Avro bytes of mapped batches staged into the store."}, []string{"ingestion"}),
+		// From the run's creation (its request) to its outcome: 1s to ~9h.
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_loader_run_duration_seconds",
+			Help:    "Time from a run's request to its outcome in the store, by outcome.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 16)}, []string{"outcome"}),
 	}
 	if deps.Registry != nil {
-		for _, c := range []prometheus.Collector{s.rows, s.runs, s.stage} {
+		for _, c := range []prometheus.Collector{s.rows, s.bytes, s.runs, s.stage, s.duration} {
 			if err := deps.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register loader metrics: %w", err)
 			}
@@ -113,6 +120,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 	c := s.deps.Codecs
 	var rows []*schemas.MappedBatch
+	var rowBytes []int
 	var markers []*schemas.MappedBatch
 	var dead []*kgo.Record
 	for _, rec := range records {
@@ -127,6 +135,7 @@ func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 		}
 		if b.Kind == schemas.KindRows {
 			rows = append(rows, b)
+			rowBytes = append(rowBytes, len(rec.Value))
 		} else {
 			markers = append(markers, b)
 		}
@@ -140,8 +149,9 @@ func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 			return fmt.Errorf("stage %d batches: %w", len(rows), err)
 		}
 		s.stage.Observe(s.deps.Clock().Sub(start).Seconds())
-		for _, b := range rows {
+		for i, b := range rows {
 			s.rows.WithLabelValues(b.Ingestion).Add(float64(len(b.Events) + len(b.Metrics)))
+			s.bytes.WithLabelValues(b.Ingestion).Add(float64(rowBytes[i]))
 		}
 	}
 	for _, m := range markers {
@@ -199,8 +209,14 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	default:
 		return nil
 	}
-	s.runs.WithLabelValues(outcomeName(m.Kind, outcome)).Inc()
-	log.Info("run finished", "outcome", outcomeName(m.Kind, outcome), "rows", m.RowCount)
+	name := outcomeName(m.Kind, outcome)
+	s.runs.WithLabelValues(name).Inc()
+	attrs := []any{"outcome", name, "rows", m.RowCount}
+	if took, ok := s.runDuration(ctx, m, outcome); ok {
+		s.duration.WithLabelValues(name).Observe(took.Seconds())
+		attrs = append(attrs, "duration_ms", took.Milliseconds())
+	}
+	log.Info("run finished", attrs...)
 	if err := s.deps.State.ReleaseDay(ctx, day, m.RunID); err != nil {
 		return fmt.Errorf("release day %s: %w", day, err)
 	}
@@ -208,6 +224,20 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 		s.deps.OnDayDone(ctx, end, outcome)
 	}
 	return nil
+}
+
+// runDuration is how long a run took from its creation (when it was
+// requested) to now, for the outcomes that end it: a redelivered or stale
+// END says nothing new. A store that cannot answer only costs the sample.
+func (s *Service) runDuration(ctx context.Context, m *schemas.MappedBatch, o store.Outcome) (time.Duration, bool) {
+	if m.Kind != schemas.KindFailed && o != store.Swapped && o != store.TooManyRejected {
+		return 0, false
+	}
+	run, err := s.deps.Store.Run(ctx, m.Project, m.RunID)
+	if err != nil || run.CreatedAt.IsZero() {
+		return 0, false
+	}
+	return max(s.deps.Clock().Sub(run.CreatedAt), 0), true
 }
 
 func outcomeName(kind string, o store.Outcome) string {
