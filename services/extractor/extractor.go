@@ -106,6 +106,9 @@ type Service struct {
 	client  *kgo.Client
 	commits *commitTracker
 	metrics metrics
+
+	slotsMu sync.Mutex
+	slots   map[string]chan struct{} // per connection, max_concurrency wide
 }
 
 type metrics struct {
@@ -129,7 +132,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Clock == nil {
 		deps.Clock = time.Now
 	}
-	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker()}
+	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker(), slots: map[string]chan struct{}{}}
 	s.metrics = metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_rows_total", Help: "Rows extracted from warehouses."}, []string{"ingestion"}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome."}, []string{"outcome"}),
@@ -296,9 +299,15 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 
 	for attempt := 1; ; attempt++ {
 		extractID := runid.New()
+		release, err := s.acquire(ctx, conn)
+		if err != nil {
+			log.Warn("stopped while waiting for a query slot; the request will be redone", "err", err)
+			return false
+		}
 		s.updateRun(ctx, req, ing, store.StatusStarted, "", "", fmt.Sprintf("attempt %d", attempt))
 		start := s.deps.Clock()
 		rows, batches, err := s.extract(ctx, req, ing, conn, day, extractID)
+		release()
 		s.metrics.queryTime.WithLabelValues(conn.Name).Observe(s.deps.Clock().Sub(start).Seconds())
 		if err == nil {
 			s.metrics.runs.WithLabelValues("ok").Inc()
@@ -328,6 +337,26 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 			return false
 		}
 		return true
+	}
+}
+
+// acquire takes one of the connection's max_concurrency query slots, so
+// one warehouse runs at most that many of this extractor's queries at
+// once whatever its source does; requests beyond wait here (their day
+// still IMPORT_SCHEDULED) while other connections' requests go ahead.
+func (s *Service) acquire(ctx context.Context, conn config.Connection) (release func(), err error) {
+	s.slotsMu.Lock()
+	slot, ok := s.slots[conn.Name]
+	if !ok {
+		slot = make(chan struct{}, max(conn.MaxConcurrency, 1))
+		s.slots[conn.Name] = slot
+	}
+	s.slotsMu.Unlock()
+	select {
+	case slot <- struct{}{}:
+		return func() { <-slot }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
