@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/notify"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
@@ -237,9 +238,16 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			}
 			out = append(out, runnable{t, svc.Run})
 		case "loader":
+			onDone, notifier, err := loaderHooks(in, o.LoaderOnDone, log)
+			if err != nil {
+				return nil, err
+			}
+			if notifier != nil {
+				out = append(out, *notifier)
+			}
 			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare}, loader.Deps{Kafka: in.Kafka,
 				Codecs: in.Codecs, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry,
-				OnDayDone: o.LoaderOnDone})
+				OnDayDone: onDone})
 			if err != nil {
 				return nil, err
 			}
@@ -310,6 +318,28 @@ func lagMonitor(in *Infra, groups []string) (runnable, error) {
 		return runnable{}, err
 	}
 	return runnable{"lag", func(ctx context.Context) error { defer cl.Close(); return m.Run(ctx) }}, nil
+}
+
+// loaderHooks is what the loader calls after each finished run: the
+// caller's hook and, when a project has a webhook_url, the notifier
+// (which then runs beside the loader).
+func loaderHooks(in *Infra, extra func(context.Context, store.RunEnd, store.Outcome), log *slog.Logger) (func(context.Context, store.RunEnd, store.Outcome), *runnable, error) {
+	if len(notify.Webhooks(in.Settings)) == 0 {
+		return extra, nil, nil
+	}
+	n, err := notify.New(notify.Config{}, notify.Deps{Settings: in.Settings, Store: in.Store, State: in.State,
+		Logger: log.With("component", "notify"), Registry: in.Registry})
+	if err != nil {
+		return nil, nil, err
+	}
+	hook := n.OnDayDone
+	if extra != nil {
+		hook = func(ctx context.Context, end store.RunEnd, o store.Outcome) {
+			extra(ctx, end, o)
+			n.OnDayDone(ctx, end, o)
+		}
+	}
+	return hook, &runnable{"notifier", n.Run}, nil
 }
 
 // RunAll runs services until ctx is cancelled or one fails.
