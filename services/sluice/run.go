@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/services/extractor"
 )
 
@@ -129,7 +130,12 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitUnhealthy
 	}
 	if !slices.Contains(targets, "trigger") {
-		services = append(services, adminServer(*adminAddr, in))
+		admin, err := adminServer(*adminAddr, in)
+		if err != nil {
+			fmt.Fprintln(stderr, "sluice run:", err)
+			return exitUnhealthy
+		}
+		services = append(services, admin)
 	}
 	logger.Info("sluice running", "targets", strings.Join(targets, ","), "brokers", strings.Join(in.Kafka.Brokers, ","))
 	if err := RunAll(ctx, services); err != nil {
@@ -141,25 +147,17 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 // adminServer serves /metrics, /healthz and /readyz for processes that do
 // not run the trigger service (which serves them itself).
-func adminServer(addr string, in *Infra) runnable {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(in.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := in.State.Ping(ctx); err != nil {
-			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if _, err := in.Store.Runs(ctx, storeProbe); err != nil {
-			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	})
+func adminServer(addr string, in *Infra) (runnable, error) {
+	// A client of its own, so readiness asks the brokers rather than the
+	// metadata cache of a busy consumer.
+	cl, err := kafka.NewClient(in.Kafka, "readyz", in.Logger, nil)
+	if err != nil {
+		return runnable{}, fmt.Errorf("admin kafka client: %w", err)
+	}
+	mux := adminHandler(in, cl.Ping)
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	return runnable{"admin", func(ctx context.Context) error {
+		defer cl.Close()
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
@@ -174,5 +172,34 @@ func adminServer(addr string, in *Infra) runnable {
 			return err
 		}
 		return nil
-	}}
+	}}, nil
+}
+
+// adminHandler answers /readyz 200 only when Redis, the store and Kafka
+// (pingKafka: a metadata request) answer within two seconds.
+func adminHandler(in *Infra, pingKafka func(context.Context) error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(in.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		checks := []struct {
+			name string
+			ping func(context.Context) error
+		}{
+			{"redis", in.State.Ping},
+			{"store", func(ctx context.Context) error { _, err := in.Store.Runs(ctx, storeProbe); return err }},
+			{"kafka", pingKafka},
+		}
+		for _, c := range checks {
+			if err := c.ping(ctx); err != nil {
+				in.Logger.Warn("not ready", "dependency", c.name, "err", err)
+				http.Error(w, c.name+" is not answering", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	return mux
 }
