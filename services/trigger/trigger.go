@@ -77,6 +77,8 @@ type Deps struct {
 	// Registry gets the service's metrics; /metrics serves it when it is
 	// also a prometheus.Gatherer (as *prometheus.Registry is).
 	Registry prometheus.Registerer
+	// Validator, when set, serves POST /v1/ingestions/{name}/validate.
+	Validator Validator
 }
 
 // Service is the trigger HTTP service.
@@ -143,6 +145,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, fmt.Errorf("new trigger service: %w", err)
 	}
 	s.handler = s.routes()
+	if deps.Validator != nil {
+		s.handler = s.withValidate(s.handler, deps.Validator)
+	}
 	return s, nil
 }
 
