@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
 	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
+	"github.com/sluicehq/sluice/pkg/validation"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
@@ -266,7 +267,8 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 				return nil, err
 			}
 			svc, err := trigger.New(o.TriggerConfig, trigger.Deps{Config: in.Settings, Store: in.Store, State: in.State,
-				Dispatcher: dispatchAdapter{d}, Logger: log, Clock: in.Clock, Registry: in.Registry})
+				Dispatcher: dispatchAdapter{d}, Logger: log, Clock: in.Clock, Registry: in.Registry,
+				Validator: validateAdapter{validation.New(validation.Deps{Settings: in.Settings, Sources: in.Sources, Clock: in.Clock})}})
 			if err != nil {
 				return nil, err
 			}
