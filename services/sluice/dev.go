@@ -37,6 +37,7 @@ type devOptions struct {
 	eventsDay  int
 	timeout    time.Duration
 	logLevel   string
+	logFormat  string
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -53,6 +54,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.eventsDay, "events-per-day", 5000, "demo events per day")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --once: how long to wait for every day")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of the services (logs go to stderr)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json (json is what sluice run writes)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -73,7 +75,7 @@ type reconcileError struct{ bad int }
 func (e reconcileError) Error() string { return fmt.Sprintf("%d day(s) did not reconcile", e.bad) }
 
 func dev(ctx context.Context, o devOptions, stdout, stderr io.Writer) error {
-	common := commonFlags{logLevel: o.logLevel, logFormat: "text"}
+	common := commonFlags{logLevel: o.logLevel, logFormat: o.logFormat}
 	logger, err := common.logger(stderr)
 	if err != nil {
 		return err
