@@ -31,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/runid"
+	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
@@ -50,6 +51,8 @@ type Config struct {
 	// DrainTimeout bounds how long running extractions may finish after
 	// the extractor is told to stop; unfinished ones are redone elsewhere.
 	DrainTimeout time.Duration
+	// LeaseTTL is the day lease an outside request takes (default 2h).
+	LeaseTTL time.Duration
 }
 
 // GroupName is the consumer group of a selection: extractors with the same
@@ -82,6 +85,9 @@ func (c *Config) defaults() {
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = time.Second
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 2 * time.Hour
+	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
@@ -94,6 +100,10 @@ type Deps struct {
 	Sources  *warehouse.Pool
 	Settings *config.File
 	Store    store.Store
+	// State holds the day leases. A request published by an outside system
+	// (empty run_id) takes its day's lease here, so one run per day and
+	// fencing hold for it too; without State such requests run unleased.
+	State    *state.State
 	Logger   *slog.Logger
 	Clock    func() time.Time
 	Registry prometheus.Registerer
@@ -116,6 +126,7 @@ type metrics struct {
 	runs      *prometheus.CounterVec
 	queryTime *prometheus.HistogramVec
 	bytes     *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
 }
 
 // New builds an extractor and its Kafka client. Offsets of
@@ -139,9 +150,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		queryTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_extractor_query_seconds", Help: "Time to stream one day's query.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16)}, []string{"connection"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_bytes_total", Help: "Avro bytes of raw-rows batches produced."}, []string{"ingestion"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_requests_rejected_total",
+			Help: "Ingest requests sent to the dead-letter topic, by reason (unknown_ingestion has no day to show in the status)."}, []string{"reason"}),
 	}
 	if deps.Registry != nil {
-		for _, c := range []prometheus.Collector{s.metrics.rows, s.metrics.runs, s.metrics.queryTime, s.metrics.bytes} {
+		for _, c := range []prometheus.Collector{s.metrics.rows, s.metrics.runs, s.metrics.queryTime, s.metrics.bytes, s.metrics.rejected} {
 			if err := deps.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register extractor metrics: %w", err)
 			}
@@ -279,6 +292,7 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 	day, err := civil.ParseDate(req.Date)
 	if err != nil {
 		s.deadLetter(ctx, rec, req, "bad_date", fmt.Sprintf("date %q is not YYYY-MM-DD", req.Date))
+		s.recordRequestError(ctx, rec, req, ing, fmt.Sprintf("date %q is not YYYY-MM-DD", req.Date))
 		return true
 	}
 	conn, ok := s.deps.Sources.Connection(ing.Connection)
@@ -290,10 +304,10 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 		return true // another extractor group serves this warehouse
 	}
 	if req.RunID == "" {
-		// Published by an outside system: the request id names the run, so
-		// redelivery keeps one run.
-		req.RunID = "req-" + req.RequestID
-		req.Trigger = schemas.TriggerRequest
+		// Published by an outside system: lease the day as the planner would.
+		if proceed, commit := s.claimOutside(ctx, rec, &req, ing); !proceed {
+			return commit
+		}
 	}
 	log = log.With("run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project)
 
@@ -451,6 +465,7 @@ func (s *Service) updateRun(ctx context.Context, req schemas.IngestRequest, ing 
 }
 
 func (s *Service) deadLetter(ctx context.Context, rec *kgo.Record, req schemas.IngestRequest, reason, detail string) {
+	s.metrics.rejected.WithLabelValues(reason).Inc()
 	s.deps.Logger.Warn("ingest request rejected", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project,
 		"reason", reason, "detail", detail, "partition", rec.Partition, "offset", rec.Offset)
 	dl := schemas.DeadLetter{

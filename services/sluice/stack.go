@@ -225,8 +225,11 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if cfg.BatchRows == 0 {
 				cfg.BatchRows = p.BatchRows
 			}
+			if cfg.LeaseTTL == 0 {
+				cfg.LeaseTTL = p.LeaseTTL
+			}
 			svc, err := extractor.New(cfg, extractor.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Sources: in.Sources,
-				Settings: in.Settings, Store: in.Store, Logger: log, Clock: in.Clock, Registry: in.Registry})
+				Settings: in.Settings, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}

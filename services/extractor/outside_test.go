@@ -1,0 +1,186 @@
+package extractor
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/civil"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/runid"
+	"github.com/sluicehq/sluice/pkg/state"
+	"github.com/sluicehq/sluice/pkg/store"
+	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	"github.com/sluicehq/sluice/pkg/warehouse"
+	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
+	"github.com/sluicehq/sluice/schemas"
+)
+
+// TestOutsideRequests: requests an outside system publishes onto
+// ingest-requests take the day's lease, queue behind a running day, and
+// when wrong reach the dead-letter topic and, where there is a source to
+// show them under, the status.
+func TestOutsideRequests(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	day := civil.Date{Year: 2024, Month: time.April, Day: 2}
+	spec := demo.Spec{Days: 2, LastDay: day, EventsPerDay: 30, MetricsPerDay: 10, Seed: 9}
+	whPath := filepath.Join(dir, "wh.duckdb")
+	if _, err := demo.SeedDuckDBFile(ctx, whPath, spec); err != nil {
+		t.Fatal(err)
+	}
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Close)
+	settings := demo.Config(demo.ConfigOptions{APIKey: "k", DuckDBPath: whPath, Kafka: broker.Addrs()})
+	kcfg := kafka.Config{Brokers: broker.Addrs(), Partitions: 1, ReplicationFactor: 1, TopicPrefix: "t."}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	admin, err := kafka.NewClient(kcfg, "admin", log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if err := kafka.EnsureTopics(ctx, admin, kcfg, kafka.AllTopics...); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	t.Cleanup(func() { rdb.Close() })
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("Redis at 127.0.0.1:6379 is not reachable (%v)", err)
+		}
+		t.Fatal(err)
+	}
+	prefix := "sluice-extractor-test-" + runid.New()[:12] + ":"
+	t.Cleanup(func() {
+		if keys, _ := rdb.Keys(context.Background(), prefix+"*").Result(); len(keys) > 0 {
+			rdb.Del(context.Background(), keys...)
+		}
+	})
+	st8 := state.New(rdb, state.Options{Prefix: prefix})
+	st, err := duckstore.Open(ctx, filepath.Join(dir, "store.duckdb"), duckstore.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := warehouse.NewPool(settings.Connections, map[string]warehouse.Opener{
+		"duckdb": func(_ context.Context, c config.Connection) (warehouse.Source, error) { return duckdb.Open(c) },
+	})
+	t.Cleanup(func() { pool.Close() })
+	reg := prometheus.NewRegistry()
+	svc, err := New(Config{LeaseTTL: time.Hour}, Deps{Kafka: kcfg, Codecs: codecs, Sources: pool, Settings: settings,
+		Store: st, State: st8, Logger: log, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	publish := func(req schemas.IngestRequest) {
+		t.Helper()
+		data, err := codecs.Encode(codecs.IngestRequest, &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kafka.ProduceSync(ctx, admin, &kgo.Record{Topic: kcfg.Topic(schemas.TopicIngestRequests), Value: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRun := func(id string, ok func(store.Run) bool) store.Run {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			r, err := st.Run(ctx, demo.ProjectName, id)
+			if err == nil && ok(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run %s: last seen %+v (%v)", id, r, err)
+			}
+			time.Sleep(10 * time.Millisecond) // polling the running service
+		}
+	}
+	key := state.DayKey{Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()}
+
+	// A request for a free day leases it and extracts.
+	publish(schemas.IngestRequest{RequestID: "orch-1", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String(), Trigger: "scheduled"})
+	r := waitRun("req-orch-1", func(r store.Run) bool { return r.Status == store.StatusDownloaded })
+	if r.Trigger != schemas.TriggerRequest || r.Fence <= 0 {
+		t.Errorf("outside run %+v: want trigger request and a fence", r)
+	}
+	if holder, fence, _ := st8.DayHolder(ctx, key); holder != "req-orch-1" || fence != r.Fence {
+		t.Errorf("day held by %q fence %d, want req-orch-1 fence %d (the loader releases it)", holder, fence, r.Fence)
+	}
+
+	// Two more while it holds the day: queued once, the newer wins.
+	publish(schemas.IngestRequest{RequestID: "orch-2", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()})
+	waitRun("req-orch-2", func(r store.Run) bool { return r.Status == store.StatusScheduled })
+	publish(schemas.IngestRequest{RequestID: "orch-3", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()})
+	waitRun("req-orch-3", func(r store.Run) bool { return r.Status == store.StatusScheduled })
+	waitRun("req-orch-2", func(r store.Run) bool { return r.Status == store.StatusSuperseded })
+	payload, ok, err := st8.TakePending(ctx, key)
+	if err != nil || !ok {
+		t.Fatalf("no pending request for %s (%v)", key, err)
+	}
+	var pending schemas.IngestRequest
+	if err := codecs.Decode(codecs.IngestRequest, payload, &pending); err != nil || pending.RunID != "req-orch-3" {
+		t.Fatalf("pending %+v (%v), want req-orch-3", pending, err)
+	}
+
+	// A bad date of a known ingestion: a FAILED run with REQUEST_ERROR.
+	publish(schemas.IngestRequest{RequestID: "orch-bad", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: "2024-02-30"})
+	bad := waitRun("req-orch-bad", func(r store.Run) bool { return r.Status == store.StatusFailed })
+	if bad.ErrorCategory != CategoryRequestError || bad.Ingestion != demo.WebEvents {
+		t.Errorf("bad-date run %+v", bad)
+	}
+	// An unknown ingestion: only the dead-letter topic and a metric.
+	publish(schemas.IngestRequest{RequestID: "orch-unknown", Project: demo.ProjectName, Ingestion: "nope", Date: day.String()})
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addrs()...), kgo.ConsumeTopics(kcfg.Topic(schemas.TopicDeadLetter)),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	reasons := map[string]string{}
+	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for len(reasons) < 2 && pctx.Err() == nil {
+		cl.PollFetches(pctx).EachRecord(func(rec *kgo.Record) {
+			var dl schemas.DeadLetter
+			if err := codecs.Decode(codecs.DeadLetter, rec.Value, &dl); err != nil {
+				t.Fatal(err)
+			}
+			reasons[dl.Ingestion] = dl.Reason
+		})
+	}
+	if reasons[demo.WebEvents] != "bad_date" || reasons["nope"] != "unknown_ingestion" {
+		t.Errorf("dead letters by ingestion: %v", reasons)
+	}
+	var m dto.Metric
+	if err := svc.metrics.rejected.WithLabelValues("unknown_ingestion").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Errorf("unknown_ingestion counter %v (%v), want 1", m.GetCounter().GetValue(), err)
+	}
+}
