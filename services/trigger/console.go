@@ -21,8 +21,12 @@ import (
 	"strings"
 	"time"
 
+	"cloud.google.com/go/civil"
+
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -74,7 +78,7 @@ func newConsole(cfg Config) (*console, error) {
 		}
 	}
 	funcs := template.FuncMap{"ts": formatTime, "total": sumCounts}
-	for _, page := range []string{"login", "grid", "day", "result"} {
+	for _, page := range []string{"login", "grid", "day", "result", "validate"} {
 		t, err := template.New(page).Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", "console/"+page+".html")
 		if err != nil {
 			return nil, fmt.Errorf("parse console page %s: %w", page, err)
@@ -113,6 +117,7 @@ func (s *Service) consoleRoutes(handle func(pattern string, h http.HandlerFunc))
 	handle("GET /console/ingestions/{name}/days/{date}", s.withSession(false, s.consoleDay))
 	handle("POST /console/backfill", s.withSession(true, s.consoleBackfill))
 	handle("POST /console/ingestions/{name}/days/{date}/reload", s.withSession(true, s.consoleReload))
+	handle("POST /console/ingestions/{name}/days/{date}/validate", s.withSession(true, s.consoleValidate))
 	handle("GET /console/static/", s.console.static.ServeHTTP)
 }
 
@@ -464,7 +469,7 @@ func (s *Service) consoleDay(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		var runs []store.Run
 		runs, err = s.store.Runs(r.Context(), store.RunFilter{Project: sess.Project, Ingestion: in.Name, Date: date, Limit: maxConsoleRuns})
-		v := dayView{Session: &sess, Ingestion: in.Name, Type: in.Type, Date: date, Runs: runs}
+		v := dayView{Session: &sess, Ingestion: in.Name, Type: in.Type, Date: date, Runs: runs, CanValidate: s.validator != nil}
 		v.GridEnd = s.gridEndFor(date)
 		if len(days) > 0 {
 			d := days[0]
@@ -594,4 +599,47 @@ func (s *Service) startFromConsole(w http.ResponseWriter, r *http.Request, sess 
 	}
 	s.log.Info("runs started from the console", "project", sess.Project, "ingestion", ingestion, "trigger", trigger, "runs", len(runs))
 	s.renderResult(w, r, sess, http.StatusOK, resultView{Title: "Runs started", Message: message, Runs: runs})
+}
+
+type validateView struct {
+	Session         *session
+	Ingestion, Date string
+	Report          *mapping.Report
+	Error           string
+}
+
+// consoleValidate samples the day through the same Validator as
+// POST /v1/ingestions/{name}/validate and shows the report.
+func (s *Service) consoleValidate(w http.ResponseWriter, r *http.Request) {
+	sess := sessionOf(r)
+	in, date, ok := s.consoleTarget(w, r, sess)
+	if !ok {
+		return
+	}
+	v := validateView{Session: &sess, Ingestion: in.Name, Date: date}
+	if s.validator == nil {
+		v.Error = "Sample validation is not configured on this server; use sluice validate."
+		s.render(w, r, http.StatusNotImplemented, "validate", v)
+		return
+	}
+	day, err := civil.ParseDate(date)
+	if err != nil {
+		v.Error = "day: want YYYY-MM-DD"
+		s.render(w, r, http.StatusBadRequest, "validate", v)
+		return
+	}
+	rep, err := s.validator.Validate(r.Context(), sess.Project, in.Name, day, 0)
+	if err != nil {
+		cat, _ := warehouse.Categorize(err)
+		s.log.Warn("console validation did not reach a report", "project", sess.Project, "ingestion", in.Name, "day", date, "category", cat, "err", err)
+		v.Error = "The warehouse could not sample the query (" + cat + "): " + err.Error()
+		s.render(w, r, http.StatusBadGateway, "validate", v)
+		return
+	}
+	v.Report = &rep
+	status := http.StatusOK
+	if !rep.OK {
+		status = http.StatusUnprocessableEntity
+	}
+	s.render(w, r, status, "validate", v)
 }

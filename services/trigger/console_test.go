@@ -1,14 +1,19 @@
 package trigger
 
 import (
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/pkg/apikey"
+	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -337,4 +342,64 @@ func TestConsoleHeaders(t *testing.T) {
 	if css.Code != http.StatusOK || !strings.Contains(css.Body.String(), ".s-failed") {
 		t.Errorf("stylesheet: code %d", css.Code)
 	}
+}
+
+func TestConsoleValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		validator *fakeValidator
+		wantCode  int
+		wantText  []string
+	}{
+		{"a good mapping", &fakeValidator{rep: mapping.Report{OK: true, Day: "2024-03-05", SampleRows: 100, Mapped: 98, Rejected: 2,
+			RejectedByReason: []mapping.ReasonCount{{Reason: "event_name_missing", Count: 2}}}},
+			http.StatusOK, []string{`data-ok="true"`, `id="sample-rows">100<`, `id="sample-mapped">98<`, "event_name_missing"}},
+		{"a mapping to fix", &fakeValidator{rep: mapping.Report{OK: false, Problems: []string{"column ts is missing"}}},
+			http.StatusUnprocessableEntity, []string{`data-ok="false"`, "column ts is missing"}},
+		{"no validator in this build", nil, http.StatusNotImplemented, []string{"use sluice validate"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var v Validator
+			if tt.validator != nil {
+				v = tt.validator
+			}
+			b := &browser{h: newFixtureWithValidator(t, v)}
+			b.login(t, keyAlpha)
+			day := b.do(t, "GET", "/console/ingestions/ev_daily/days/2024-03-05", nil).Body.String()
+			wantButton := `<button type="submit" id="validate">`
+			if (tt.validator != nil) != strings.Contains(day, wantButton) {
+				t.Errorf("validate button enabled = %v, want %v", strings.Contains(day, wantButton), tt.validator != nil)
+			}
+			w := b.do(t, "POST", "/console/ingestions/ev_daily/days/2024-03-05/validate", url.Values{"csrf": {csrfOf(t, day)}})
+			if w.Code != tt.wantCode {
+				t.Fatalf("code %d, want %d: %s", w.Code, tt.wantCode, w.Body)
+			}
+			for _, want := range tt.wantText {
+				if !strings.Contains(w.Body.String(), want) {
+					t.Errorf("page lacks %q", want)
+				}
+			}
+			if tt.validator != nil {
+				calls := tt.validator.calls
+				if len(calls) != 1 || calls[0].project != "alpha" || calls[0].ingestion != "ev_daily" || calls[0].day.String() != "2024-03-05" {
+					t.Errorf("validator calls %+v, want one for alpha's ev_daily on 2024-03-05", calls)
+				}
+			}
+		})
+	}
+}
+
+// newFixtureWithValidator is the service on the PostgreSQL test store with
+// v as its Validator (none when nil).
+func newFixtureWithValidator(tb testing.TB, v Validator) http.Handler {
+	tb.Helper()
+	svc, err := New(Config{}, Deps{Config: testConfig(), Store: newStore(tb), State: newState(tb), Dispatcher: &recorder{},
+		Logger: slog.New(slog.DiscardHandler), Clock: func() time.Time { return testNow }, Registry: prometheus.NewRegistry(), Validator: v})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return svc.Handler()
 }

@@ -93,8 +93,10 @@ type Service struct {
 	keys     *apikey.Resolver
 	metrics  *metrics
 	console  *console
-	gatherer prometheus.Gatherer
-	handler  http.Handler
+	// validator, when set, also backs the console's validation button.
+	validator Validator
+	gatherer  prometheus.Gatherer
+	handler   http.Handler
 }
 
 // New checks the dependencies and builds the routes.
@@ -144,6 +146,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.console, err = newConsole(cfg); err != nil {
 		return nil, fmt.Errorf("new trigger service: %w", err)
 	}
+	s.validator = deps.Validator
 	s.handler = s.routes()
 	if deps.Validator != nil {
 		s.handler = s.withValidate(s.handler, deps.Validator)
