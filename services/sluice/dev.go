@@ -165,6 +165,7 @@ func dev(ctx context.Context, o devOptions, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(tw, "  Store (%s)\t%s\n", settings.Store.Kind, firstNonEmpty(settings.Store.Path, settings.Store.DSNEnv, "postgres"))
 	fmt.Fprintf(tw, "  HTTP API\thttp://%s\n", o.httpAddr)
+	fmt.Fprintf(tw, "  Console\thttp://%s/console (log in with the API key)\n", o.httpAddr)
 	fmt.Fprintf(tw, "  API key\t%s\n", key)
 	tw.Flush()
 	if spec != nil {
