@@ -84,7 +84,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	cl, err := kafka.NewClient(deps.Kafka, "mapper", deps.Logger, deps.Registry, kafka.GroupOpts(s.consumerConfig())...)
+	// Bound what a fetch buffers ahead of the polls (decompressed raw rows).
+	opts := append(kafka.GroupOpts(s.consumerConfig()), kgo.FetchMaxBytes(16<<20), kgo.FetchMaxPartitionBytes(8<<20))
+	cl, err := kafka.NewClient(deps.Kafka, "mapper", deps.Logger, deps.Registry, opts...)
 	if err != nil {
 		return nil, err
 	}
