@@ -31,18 +31,3 @@ func runHashKey(_ context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintln(stdout, apikey.Hash(*key))
 	return exitOK
 }
-
-func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sluice backfill: not built yet")
-	return exitFailure
-}
-
-func runRequest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sluice request: not built yet")
-	return exitFailure
-}
-
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sluice status: not built yet")
-	return exitFailure
-}
