@@ -190,6 +190,9 @@ func (s *Service) serves(conn config.Connection) bool {
 // extractions finish (bounded by DrainTimeout) and commits what completed.
 func (s *Service) Run(ctx context.Context) error {
 	cl := s.client
+	// Closing leaves the group at once, so a restarted or scaled-down
+	// extractor's partitions move now, not after the session timeout.
+	defer cl.Close()
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var running sync.WaitGroup
