@@ -82,7 +82,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r Request) (string, error) {
 		Date: r.Date, Trigger: r.Trigger, RequestedAt: now.UnixMilli(), Reason: r.Reason,
 	}
 	day := state.DayKey{Project: r.Project, Ingestion: r.Ingestion, Date: r.Date}
-	fence, ok, err := d.state.AcquireDay(ctx, day, req.RunID, d.leaseTTL)
+	// The lease is short until the request is on Kafka: a dispatcher
+	// killed in between must not hold the day for the whole LeaseTTL.
+	fence, ok, err := d.state.AcquireDay(ctx, day, req.RunID, min(d.leaseTTL, dispatchLease))
 	if err != nil {
 		return "", fmt.Errorf("lease day %s: %w", day, err)
 	}
@@ -93,11 +95,30 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r Request) (string, error) {
 		return req.RunID, nil
 	}
 	req.Fence = fence
-	if err := d.publish(ctx, ing, req, ""); err != nil {
+	if err := d.publish(ctx, ing, req, req.Reason); err != nil {
 		_ = d.state.ReleaseDay(context.WithoutCancel(ctx), day, req.RunID)
 		return "", err
 	}
+	d.extendLease(ctx, day, req.RunID)
 	return req.RunID, nil
+}
+
+// dispatchLease is how long a day's lease lasts before its request is
+// published; then it is extended to LeaseTTL.
+const dispatchLease = time.Minute
+
+// extendLease gives a published run the day's lease for LeaseTTL. If the
+// short lease ran out meanwhile and another run took the day, fences
+// decide between the two in the store.
+func (d *Dispatcher) extendLease(ctx context.Context, day state.DayKey, runID string) {
+	// Only while the run still holds it: a run that already finished (and
+	// was released by the loader) must not take the day again.
+	if holder, _, err := d.state.DayHolder(ctx, day); err != nil || holder != runID {
+		return
+	}
+	if _, ok, err := d.state.AcquireDay(ctx, day, runID, d.leaseTTL); err != nil || !ok {
+		d.logger.Warn("extend the lease of a published run", "run_id", runID, "day", day.String(), "held", ok, "err", err)
+	}
 }
 
 // publish records the run as scheduled and puts it on ingest-requests.
@@ -144,7 +165,7 @@ func (d *Dispatcher) queue(ctx context.Context, day state.DayKey, ing *config.In
 	holder, _, _ := d.state.DayHolder(ctx, day)
 	if err := d.store.UpdateRun(ctx, store.RunUpdate{
 		RunID: req.RunID, Project: req.Project, Ingestion: req.Ingestion, Type: ing.Type, Date: req.Date,
-		Trigger: req.Trigger, Status: store.StatusScheduled, Message: "queued behind run " + holder, At: d.clock(),
+		Trigger: req.Trigger, Status: store.StatusScheduled, Message: joinNote(req.Reason, "queued behind run "+holder), At: d.clock(),
 	}); err != nil {
 		return fmt.Errorf("record queued run %s: %w", req.RunID, err)
 	}
@@ -176,18 +197,27 @@ func (d *Dispatcher) ReleasePending(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		fence, ok, err := d.state.AcquireDay(ctx, day, req.RunID, d.leaseTTL)
+		fence, ok, err := d.state.AcquireDay(ctx, day, req.RunID, min(d.leaseTTL, dispatchLease))
 		if err != nil || !ok {
 			// Someone took the day meanwhile: keep the request queued.
 			_ = d.state.SetPending(ctx, day, payload)
 			continue
 		}
 		req.Fence = fence
-		if err := d.publish(ctx, ing, req, "started after the day's previous run"); err != nil {
+		if err := d.publish(ctx, ing, req, joinNote(req.Reason, "started after the day's previous run")); err != nil {
 			_ = d.state.ReleaseDay(context.WithoutCancel(ctx), day, req.RunID)
 			_ = d.state.SetPending(context.WithoutCancel(ctx), day, payload)
 			return err
 		}
+		d.extendLease(ctx, day, req.RunID)
 	}
 	return nil
+}
+
+// joinNote puts the run's reason (why it was requested) before a note.
+func joinNote(reason, note string) string {
+	if reason == "" {
+		return note
+	}
+	return reason + "; " + note
 }

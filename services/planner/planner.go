@@ -344,9 +344,15 @@ func (s *Service) CatchUp(ctx context.Context) error {
 				continue
 			}
 			doneKey := "schedule-done:" + s.dayKey(ing, date)
-			if first, err := s.deps.State.Once(ctx, doneKey, onceTTL); err != nil || !first {
+			first, err := s.deps.State.Once(ctx, doneKey, onceTTL)
+			if err != nil {
 				continue
 			}
+			if !first && s.hasRun(ctx, ing, date) {
+				continue
+			}
+			// Marked done but without any run: a planner was killed between
+			// marking and dispatching. Dispatch now.
 			if err := s.dispatch(ctx, ing, date, schemas.TriggerScheduled, "catch-up of a missed window"); err != nil {
 				errs = append(errs, err)
 			}
@@ -381,6 +387,13 @@ func (s *Service) present(ctx context.Context, ing *config.Ingestion, day civil.
 		return false, fmt.Errorf("count %s rows of %s: %w", ing.Name, day, err)
 	}
 	return n > 0, nil
+}
+
+// hasRun reports whether the day has any run in the store (or the store
+// cannot say).
+func (s *Service) hasRun(ctx context.Context, ing *config.Ingestion, date string) bool {
+	runs, err := s.deps.Store.Runs(ctx, store.RunFilter{Project: ing.Project, Ingestion: ing.Name, Date: date, Limit: 1})
+	return err != nil || len(runs) > 0
 }
 
 func (s *Service) dispatch(ctx context.Context, ing *config.Ingestion, date, trigger, reason string) error {
