@@ -167,6 +167,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
+		// Encoded batches wait here until the broker acknowledges them; 16 MiB
+		// (about 30 batches of 2,000 rows) keeps the broker busy and the
+		// extractor's heap small whatever the day's size.
+		kgo.MaxBufferedBytes(16<<20),
 	)
 	if err != nil {
 		return nil, err
@@ -458,7 +462,7 @@ func (s *Service) updateRun(ctx context.Context, req schemas.IngestRequest, ing 
 	err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 		RunID: req.RunID, Project: req.Project, Ingestion: req.Ingestion, Type: ing.Type, Date: req.Date,
 		Trigger: req.Trigger, Fence: req.Fence, Status: status, ErrorCategory: category, ErrorMessage: message,
-		Message: note, At: s.deps.Clock(),
+		Message: withReason(req.Reason, note), At: s.deps.Clock(),
 	})
 	if err != nil {
 		// Progress notes are best effort; the loader writes the outcome.
@@ -527,4 +531,13 @@ func (p *producer) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// withReason keeps why the run was requested (a reload's count or content
+// change, say) in front of the progress note, so the status shows it.
+func withReason(reason, note string) string {
+	if reason == "" {
+		return note
+	}
+	return reason + "; " + note
 }
