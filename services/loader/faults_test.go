@@ -138,7 +138,7 @@ func (r *faultRig) runLoader(t *testing.T, want int) []store.Outcome {
 	t.Helper()
 	done := make(chan store.Outcome, 16)
 	svc, err := New(Config{Group: "loader-test"}, Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: r.store, State: r.state,
-		Logger: slog.New(slog.DiscardHandler),
+		Logger:    slog.New(slog.DiscardHandler),
 		OnDayDone: func(_ context.Context, _ store.RunEnd, o store.Outcome) { done <- o }})
 	if err != nil {
 		t.Fatal(err)
