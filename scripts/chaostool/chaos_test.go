@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestChaosShort runs the fault suite in short mode: every service as its
+// own process, SIGKILLed at random, the broker restarted, Redis flushed,
+// warehouse queries failed, and every day reconciled after each scenario.
+// Skipped under -short; the full run is scripts/chaos (RELIABILITY.md).
+func TestChaosShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the fault suite runs every service as a process; skipped with -short")
+	}
+	for _, addr := range []string{"127.0.0.1:5432", "127.0.0.1:6379"} {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			if os.Getenv("CI") == "" {
+				t.Skipf("%s is not reachable (%v); scripts/test starts PostgreSQL and Redis", addr, err)
+			}
+			t.Fatalf("%s: %v", addr, err)
+		}
+		c.Close()
+	}
+	var table bytes.Buffer
+	logOut = testLog{t}
+	defer func() { logOut = os.Stderr }()
+	code := run(t.Context(), options{short: true, seed: 20240301}, &table)
+	t.Log("\n" + table.String())
+	if code != 0 {
+		t.Fatalf("the fault suite found mismatches (exit %d); see the table above", code)
+	}
+	if !strings.Contains(table.String(), "reloads, Redis flushed") {
+		t.Errorf("the table lacks a scenario:\n%s", table.String())
+	}
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
