@@ -136,7 +136,7 @@ func status(ctx context.Context, settings *config.File, st store.Store, o status
 		fmt.Fprintln(w, clipLine(fmt.Sprintf("%s/%s (%s): %s, days from midnight to midnight %s", ing.Project, ing.Name, ing.Type, sched, tz)))
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "%-10s %-16s %-18s %9s %9s %9s %9s %-11s\n", "DATE", "SOURCE", "STATUS", "WH@LOAD", "WH NOW", "LOADED", "REJECTED", "LAST LOAD")
+	fmt.Fprintln(w, "DATE       SOURCE           STATUS               WH@LOAD    WH NOW    LOADED  REJECTED LAST LOAD")
 	for _, d := range days {
 		last := "-"
 		if d.LastLoadedAt != nil {
@@ -150,7 +150,7 @@ func status(ctx context.Context, settings *config.File, st store.Store, o status
 		if d.LastLoadedAt != nil || d.Extracted > 0 {
 			atLoad = strconv.FormatInt(d.Extracted, 10)
 		}
-		fmt.Fprintf(w, "%-10s %-16s %-18s %9s %9s %9d %9d %-11s\n", d.Date, clip(d.Ingestion, 16), clip(d.Status, 18), atLoad, now,
+		fmt.Fprintf(w, "%-10s %-16s %-18s %9s %9s %9d %9d %s\n", d.Date, clip(d.Ingestion, 16), clip(d.Status, 18), atLoad, now,
 			d.RowsLoaded, rejectedTotal(d.Rejected), last)
 		if len(d.Rejected) > 0 {
 			fmt.Fprintln(w, clipLine("    rejected: "+rejectReasons(d.Rejected)))
