@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicehq/sluice/pkg/store"
@@ -217,13 +218,23 @@ CREATE OR REPLACE VIEW {s}.visible_metrics AS
 // Migrate creates the schema, tables and views. Concurrent callers
 // serialise on an advisory lock.
 func (s *Store) Migrate(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('sluice-migrate-' || $1))`, s.schema); err != nil {
+	var err error
+	// A service restarting while the others run can deadlock with their
+	// queries on the views it re-creates; PostgreSQL aborts one side, and
+	// trying again is the cure.
+	for attempt := 1; attempt <= 5; attempt++ {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('sluice-migrate-' || $1))`, s.schema); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, s.q(fmt.Sprintf(ddl, s.schema)))
 			return err
+		})
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "40P01" || ctx.Err() != nil {
+			break
 		}
-		_, err := tx.Exec(ctx, s.q(fmt.Sprintf(ddl, s.schema)))
-		return err
-	})
+	}
 	if err != nil {
 		return fmt.Errorf("migrate postgres store %s: %w", s.schema, err)
 	}
