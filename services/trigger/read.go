@@ -75,10 +75,7 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, http.StatusInternalServerError, "read day status", err)
 		return
 	}
-	if days == nil {
-		days = []store.Day{}
-	}
-	writeJSON(w, http.StatusOK, listResponse[store.Day]{Data: days})
+	writeJSON(w, http.StatusOK, listResponse[statusDay]{Data: s.withSchedules(project, days)})
 }
 
 func (s *Service) runs(w http.ResponseWriter, r *http.Request) {
