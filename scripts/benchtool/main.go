@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string) int {
 	fs.IntVar(&o.RedisDB, "redis-db", 9, "Redis database number the bench uses (not 0)")
 	fs.BoolVar(&write, "write", false, "write the results into BENCHMARKS.md")
 	fs.StringVar(&o.WorkDir, "dir", "", "working directory for warehouse files, configs and logs (default a temporary one)")
-	fs.StringVar(&env, "service-env", "", "extra environment for the service processes, e.g. GOGC=200,GOMAXPROCS=2")
+	fs.StringVar(&env, "service-env", "GOMEMLIMIT=200MiB", "extra environment for the service processes, e.g. GOGC=200,GOMAXPROCS=2")
 	fs.BoolVar(&o.KeepLogs, "keep", false, "keep the working directory (service logs) after the run")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -219,7 +219,7 @@ func (r *Results) Markdown() string {
 		fmt.Fprintf(&b, "| %s | direct copy | %s | |\n", w.Warehouse, cpuPerMillion(w.DirectCPU, w.Rows))
 	}
 	if len(r.Memory) > 0 {
-		b.WriteString("\nPeak RSS as the day grows (DuckDB warehouse, one run each):\n\n| rows | rows/s |")
+		fmt.Fprintf(&b, "\nPeak RSS as the day grows (%s warehouse, one run each):\n\n| rows | rows/s |", r.Memory[0].Warehouse)
 		for _, u := range r.Memory[0].Services {
 			fmt.Fprintf(&b, " %s |", u.Name)
 		}

@@ -97,8 +97,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	// Bound what a fetch buffers ahead of the polls (decompressed batches).
-	opts := append(kafka.GroupOpts(s.consumerConfig()), kgo.FetchMaxBytes(16<<20), kgo.FetchMaxPartitionBytes(8<<20))
+	// Bound what a fetch buffers ahead of the polls: mapped batches compress
+	// about 5x, so 4 MiB fetched is some 20 MiB of records in memory.
+	opts := append(kafka.GroupOpts(s.consumerConfig()), kgo.FetchMaxBytes(4<<20), kgo.FetchMaxPartitionBytes(4<<20))
 	cl, err := kafka.NewClient(deps.Kafka, "loader", deps.Logger, deps.Registry, opts...)
 	if err != nil {
 		return nil, err

@@ -62,7 +62,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		cfg.Group = "sluice-mapper"
 	}
 	if cfg.MaxPollRecords == 0 {
-		cfg.MaxPollRecords = 64
+		// A poll's mapped records are held until all are acknowledged:
+		// 16 batches of 2,000 rows is about 11 MiB.
+		cfg.MaxPollRecords = 16
 	}
 	if deps.Codecs == nil || deps.Settings == nil {
 		return nil, errors.New("mapper: codecs and settings are required")
@@ -84,8 +86,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	// Bound what a fetch buffers ahead of the polls (decompressed raw rows).
-	opts := append(kafka.GroupOpts(s.consumerConfig()), kgo.FetchMaxBytes(16<<20), kgo.FetchMaxPartitionBytes(8<<20))
+	// Bound what a fetch buffers ahead of the polls: raw rows compress about
+	// 3x, so 4 MiB fetched is some 12 MiB of records in memory.
+	opts := append(kafka.GroupOpts(s.consumerConfig()), kgo.FetchMaxBytes(4<<20), kgo.FetchMaxPartitionBytes(4<<20))
 	cl, err := kafka.NewClient(deps.Kafka, "mapper", deps.Logger, deps.Registry, opts...)
 	if err != nil {
 		return nil, err
