@@ -180,7 +180,7 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	end := store.RunEnd{
 		RunID: m.RunID, ExtractID: m.ExtractID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type,
 		Date: m.Date, Trigger: m.Trigger, Fence: m.Fence, Batches: m.Seq, Rows: m.RowCount,
-		MaxRejectedShare: s.cfg.MaxRejectedShare, At: s.deps.Clock(),
+		MaxRejectedShare: s.cfg.MaxRejectedShare, At: s.deps.Clock(), Fingerprint: m.Fingerprint,
 	}
 	outcome := store.Incomplete
 	switch m.Kind {

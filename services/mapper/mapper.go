@@ -138,7 +138,7 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 	*m = schemas.MappedBatch{
 		RunID: raw.RunID, ExtractID: raw.ExtractID, Project: raw.Project, Ingestion: raw.Ingestion,
 		Date: raw.Date, Trigger: raw.Trigger, Fence: raw.Fence, Kind: raw.Kind, Seq: raw.Seq,
-		RowCount: raw.RowCount, ErrorCategory: raw.ErrorCategory, ErrorMessage: raw.ErrorMessage,
+		RowCount: raw.RowCount, ErrorCategory: raw.ErrorCategory, ErrorMessage: raw.ErrorMessage, Fingerprint: raw.Fingerprint,
 		Events: m.Events[:0], Metrics: m.Metrics[:0], Rejected: m.Rejected[:0],
 	}
 	var dead []*kgo.Record
