@@ -95,6 +95,9 @@ type RawBatch struct {
 	Columns       []Column `avro:"columns"`
 	ErrorCategory string   `avro:"error_category"`
 	ErrorMessage  string   `avro:"error_message"`
+	// Fingerprint (END) is the day's warehouse fingerprint for this
+	// extraction: the watcher's baseline for content changes.
+	Fingerprint string `avro:"fingerprint"`
 }
 
 // Column is one typed column of a RawBatch. Only the slice that matches Type
@@ -132,6 +135,7 @@ type MappedBatch struct {
 	Rejected      []ReasonCount `avro:"rejected"`
 	ErrorCategory string        `avro:"error_category"`
 	ErrorMessage  string        `avro:"error_message"`
+	Fingerprint   string        `avro:"fingerprint"` // END: passed on from raw-rows
 }
 
 // Event is one event in the shape the platform's SDK sends.

@@ -172,9 +172,10 @@ func SwapDay(d *Day, end RunEnd, t Tally, at time.Time) {
 		d.FirstLoadedAt = &at
 	}
 	d.LastLoadedAt = &at
-	// The fingerprint at load is re-established by the watcher's first
-	// check after this load (see RecordFingerprint).
-	d.Fingerprint = ""
+	// The fingerprint taken with the extraction is the baseline; without
+	// one, the watcher's first check after this load sets it (see
+	// RecordWarehouse).
+	d.Fingerprint = end.Fingerprint
 }
 
 // RecordWarehouse keeps the watcher's latest count and fingerprint on d. The

@@ -45,6 +45,9 @@ type RunEnd struct {
 	// share of its rows was rejected.
 	MaxRejectedShare float64
 	At               time.Time
+	// Fingerprint is the day's warehouse fingerprint taken by the
+	// extraction, "" when unknown; a swap keeps it as the day's baseline.
+	Fingerprint string
 }
 
 // Outcome is what CompleteRun did.
