@@ -20,6 +20,7 @@ import (
 	"cloud.google.com/go/civil"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"google.golang.org/api/option"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
@@ -28,7 +29,10 @@ import (
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/warehouse"
+	"github.com/sluicehq/sluice/pkg/warehouse/bigquery"
+	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
+	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 	"github.com/sluicehq/sluice/schemas"
 	"github.com/sluicehq/sluice/services/extractor"
 	"github.com/sluicehq/sluice/services/planner"
@@ -551,6 +555,13 @@ func TestWarehouseErrorsReachDayStatus(t *testing.T) {
 	pgPool(t, t.Context()) // skips without PostgreSQL
 	t.Setenv("SLUICE_ERR_PG_DSN", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	t.Setenv("SLUICE_ERR_BAD_ROLE_DSN", "postgres://no_such_role_sluice:wrong@127.0.0.1:5432/postgres?sslmode=disable")
+	t.Setenv("SLUICE_ERR_NO_SERVER_DSN", "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=5")
+	t.Setenv("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
+	t.Setenv("SF_DISABLE_MINICORE", "true")
+	t.Setenv("SLUICE_ERR_SF_PASSWORD", "not-the-password")
+	sf := sftest.NewServer(t)
+	sf.AddUser("loader", "s3cret")
+	bqs := bqtest.NewServer(t)
 	refused := &flakySource{failures: 2, err: &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: errors.New("dial tcp 127.0.0.1:1: connection refused")}}
 	denied := &flakySource{failures: 1 << 30, err: &warehouse.Error{Category: warehouse.CategoryPermission, Err: errors.New("permission denied for table events")}}
 	wrapped := map[string]*flakySource{"refused": refused, "denied": denied}
@@ -558,23 +569,35 @@ func TestWarehouseErrorsReachDayStatus(t *testing.T) {
 	s := newWHStack(t, []config.Connection{
 		{Name: "pg", Kind: "postgres", DSNEnv: "SLUICE_ERR_PG_DSN"},
 		{Name: "pg_bad_role", Kind: "postgres", DSNEnv: "SLUICE_ERR_BAD_ROLE_DSN"},
+		{Name: "pg_no_server", Kind: "postgres", DSNEnv: "SLUICE_ERR_NO_SERVER_DSN"},
+		{Name: "sf", Kind: "snowflake", Account: sftest.Account, User: "loader", PasswordEnv: "SLUICE_ERR_SF_PASSWORD",
+			Database: "DB", Schema: "PUBLIC", Endpoint: sf.URL},
+		{Name: "bq", Kind: "bigquery", ProjectID: "sluice-err", Endpoint: bqs.URL},
 		{Name: "refused", Kind: "duckdb", Path: path},
 		{Name: "denied", Kind: "duckdb", Path: filepath.Join(t.TempDir(), "denied.duckdb")},
 	}, []config.Ingestion{
 		eventsIngestion("bad_role", "pg_bad_role", "SELECT 1 AS event_name WHERE $1::date IS NOT NULL"),
 		eventsIngestion("missing_table", "pg", "SELECT event_name FROM sluice_no_such_table WHERE ds = $1"),
 		eventsIngestion("syntax", "pg", "SELEC event_name FROM events WHERE ds = $1"),
+		eventsIngestion("no_server", "pg_no_server", "SELECT event_name FROM events WHERE ds = $1"),
+		eventsIngestion("sf_password", "sf", "SELECT event_name FROM EVENTS WHERE ds = ?"),
+		eventsIngestion("bq_missing_table", "bq", "SELECT event_name FROM `sluice_err.events` WHERE ds = @date"),
 		eventsIngestion("flaky", "refused", demo.EventsQuery("events")),
 		eventsIngestion("no_grant", "denied", demo.EventsQuery("events")),
-	}, map[string]warehouse.Opener{"duckdb": func(_ context.Context, c config.Connection) (warehouse.Source, error) {
-		src, err := duckdb.Open(c)
-		if err != nil {
-			return nil, err
-		}
-		f := wrapped[c.Name]
-		f.Source = src
-		return f, nil
-	}}, config.Pipeline{})
+	}, map[string]warehouse.Opener{
+		"duckdb": func(_ context.Context, c config.Connection) (warehouse.Source, error) {
+			src, err := duckdb.Open(c)
+			if err != nil {
+				return nil, err
+			}
+			f := wrapped[c.Name]
+			f.Source = src
+			return f, nil
+		},
+		"bigquery": func(ctx context.Context, c config.Connection) (warehouse.Source, error) {
+			return bigquery.Open(ctx, c, option.WithoutAuthentication())
+		},
+	}, config.Pipeline{})
 	s.start(RunOptions{Targets: []string{"extractor", "mapper", "loader"},
 		Extractor: extractor.Config{MaxAttempts: 4, RetryBackoff: 10 * time.Millisecond}})
 
@@ -584,6 +607,9 @@ func TestWarehouseErrorsReachDayStatus(t *testing.T) {
 		{"bad_role", warehouse.CategoryAuthentication, "no_such_role_sluice"},
 		{"missing_table", warehouse.CategoryQuery, "sluice_no_such_table"},
 		{"syntax", warehouse.CategoryQuery, "SELEC"},
+		{"no_server", warehouse.CategoryConnection, "127.0.0.1"},
+		{"sf_password", warehouse.CategoryAuthentication, "Incorrect username or password"},
+		{"bq_missing_table", warehouse.CategoryQuery, "events"},
 		{"no_grant", warehouse.CategoryPermission, "permission denied"},
 	}
 	for _, tt := range tests {
@@ -593,6 +619,7 @@ func TestWarehouseErrorsReachDayStatus(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.ingestion, func(t *testing.T) {
 			d := s.e2e.waitDay(tt.ingestion, day, "failed", func(d store.Day) bool { return d.Status == store.StatusFailed })
+			t.Logf("%s: %s", d.ErrorCategory, d.ErrorMessage)
 			if d.ErrorCategory != tt.category || !containsFold(d.ErrorMessage, tt.message) {
 				t.Errorf("day status %s %q (%s), want %s naming %q", d.ErrorCategory, d.ErrorMessage, d.Status, tt.category, tt.message)
 			}
