@@ -178,3 +178,44 @@ func conformanceHarness() warehousetest.Harness {
 func TestConformance(t *testing.T) {
 	warehousetest.Run(t, conformanceHarness())
 }
+
+func TestOrderBy(t *testing.T) {
+	srv, cfg := newServer(t)
+	addTable(t, srv, sftest.Table{
+		Name:    "T",
+		Columns: []sftest.Column{{Name: "DAY", Type: "DATE"}, {Name: "ID", Type: "NUMBER(38,0)"}},
+		Rows:    [][]any{{day, 2}, {day, nil}, {day, 10}, {day, 1}, {day.AddDays(1), 0}},
+	})
+	src := open(t, cfg)
+	tests := []struct {
+		order string
+		want  []string // "" is NULL
+	}{
+		// Snowflake's defaults: NULLS LAST ascending, NULLS FIRST descending.
+		{"ORDER BY id", []string{"1", "2", "10", ""}},
+		{"ORDER BY ID ASC", []string{"1", "2", "10", ""}},
+		{"ORDER BY id DESC", []string{"", "10", "2", "1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.order, func(t *testing.T) {
+			var got []string
+			_, err := src.Stream(t.Context(), "SELECT id FROM t WHERE day = ? "+tt.order, day, 10, func(b *warehouse.Batch) error {
+				c := b.Columns[0]
+				for r := 0; r < b.Rows; r++ {
+					if c.IsNull(r) {
+						got = append(got, "")
+					} else {
+						got = append(got, fmt.Sprint(c.Longs[r]))
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("rows %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
