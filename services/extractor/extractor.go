@@ -317,6 +317,14 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 		}
 	}
 	log = log.With("run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project)
+	if s.finished(ctx, req) {
+		// A redelivery (after a crash) or an old request read by a new
+		// extractor group: its run is over, so querying the warehouse again
+		// would only cost the customer.
+		log.Info("skip request of a finished run")
+		s.metrics.runs.WithLabelValues("skipped_finished").Inc()
+		return true
+	}
 
 	for attempt := 1; ; attempt++ {
 		extractID := runid.New()
@@ -551,4 +559,11 @@ func withReason(reason, note string) string {
 		return note
 	}
 	return reason + "; " + note
+}
+
+// finished reports whether req's run already reached a final status. A
+// store error counts as not finished: extracting again is safe, only slower.
+func (s *Service) finished(ctx context.Context, req schemas.IngestRequest) bool {
+	r, err := s.deps.Store.Run(ctx, req.Project, req.RunID)
+	return err == nil && store.IsTerminal(r.Status)
 }

@@ -183,4 +183,29 @@ func TestOutsideRequests(t *testing.T) {
 	if err := svc.metrics.rejected.WithLabelValues("unknown_ingestion").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
 		t.Errorf("unknown_ingestion counter %v (%v), want 1", m.GetCounter().GetValue(), err)
 	}
+
+	// A request whose run is already over (redelivered after a crash, or
+	// read again by a new extractor group) never queries the warehouse.
+	if err := st.UpdateRun(ctx, store.RunUpdate{RunID: "done-run", Project: demo.ProjectName, Ingestion: demo.DailyMetrics,
+		Type: config.TypeMetrics, Date: day.String(), Trigger: schemas.TriggerScheduled, Status: store.StatusFailed,
+		ErrorCategory: "QUERY_ERROR", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	publish(schemas.IngestRequest{RequestID: "planner-1", RunID: "done-run", Project: demo.ProjectName, Ingestion: demo.DailyMetrics,
+		Date: day.String(), Trigger: schemas.TriggerScheduled, Fence: 1})
+	skipped := svc.metrics.runs.WithLabelValues("skipped_finished")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var sm dto.Metric
+		if err := skipped.Write(&sm); err == nil && sm.GetCounter().GetValue() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the finished run's request was not skipped")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the running service
+	}
+	if r := waitRun("done-run", func(store.Run) bool { return true }); len(r.History) != 1 || r.Status != store.StatusFailed {
+		t.Errorf("finished run was touched again: %+v", r)
+	}
 }
