@@ -22,9 +22,8 @@ import (
 // Source runs queries against one DuckDB database. The date is the
 // query's $1 parameter.
 type Source struct {
-	db      *sql.DB
-	sem     chan struct{} // bounds concurrent queries to cfg.MaxConcurrency
-	timeout time.Duration
+	db    *sql.DB
+	slots *warehouse.QuerySlots // cfg.MaxConcurrency and cfg.QueryTimeout
 }
 
 var _ warehouse.Source = (*Source)(nil)
@@ -45,7 +44,7 @@ func Open(cfg config.Connection) (*Source, error) {
 	n := max(cfg.MaxConcurrency, 1)
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
-	return &Source{db: db, sem: make(chan struct{}, n), timeout: cfg.QueryTimeout}, nil
+	return &Source{db: db, slots: warehouse.NewQuerySlots(n, cfg.QueryTimeout)}, nil
 }
 
 // DB exposes the database, for seeding demo and test data.
@@ -57,16 +56,7 @@ func (s *Source) Close() error { return s.db.Close() }
 // acquire takes a query slot and applies the query timeout; release must
 // be called when the query's rows are closed.
 func (s *Source) acquire(ctx context.Context) (context.Context, func(), error) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
-	cancel := func() {}
-	if s.timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, s.timeout)
-	}
-	return ctx, func() { cancel(); <-s.sem }, nil
+	return s.slots.Acquire(ctx)
 }
 
 // kind says how a result column is read.

@@ -147,13 +147,16 @@ func TestQueryTimeoutAndConcurrency(t *testing.T) {
 	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryTimeout || !transient {
 		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, warehouse.CategoryTimeout)
 	}
-	src.sem <- struct{}{} // hold the only slot
+	_, release, err := src.slots.Acquire(context.Background()) // hold the only slot
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := src.Count(ctx, "SELECT 1 WHERE CAST($1 AS DATE) IS NOT NULL", day); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Count while the slot is held = %v, want context.Canceled", err)
 	}
-	<-src.sem
+	release()
 	if n, err := src.Count(context.Background(), "SELECT 1 WHERE CAST($1 AS DATE) IS NOT NULL", day); err != nil || n != 1 {
 		t.Fatalf("Count after release = %d, %v; want 1", n, err)
 	}

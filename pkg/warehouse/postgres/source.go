@@ -42,9 +42,8 @@ const (
 type Source struct {
 	pool     *pgxpool.Pool
 	redshift bool
-	sem      chan struct{} // bounds concurrent queries to cfg.MaxConcurrency
-	timeout  time.Duration
-	secret   string // the password, scrubbed from every error message
+	slots    *warehouse.QuerySlots // cfg.MaxConcurrency and cfg.QueryTimeout
+	secret   string                // the password, scrubbed from every error message
 	formats  pgx.QueryResultFormatsByOID
 }
 
@@ -66,8 +65,7 @@ func Open(ctx context.Context, cfg config.Connection) (*Source, error) {
 	pc.MaxConns = int32(n)
 	s := &Source{
 		redshift: cfg.Kind == KindRedshift,
-		sem:      make(chan struct{}, n),
-		timeout:  cfg.QueryTimeout,
+		slots:    warehouse.NewQuerySlots(n, cfg.QueryTimeout),
 		secret:   secret,
 		formats:  binaryFormats,
 	}
@@ -177,17 +175,10 @@ func (s *Source) Close() error {
 	return nil
 }
 
+// acquire takes a query slot and applies the query timeout; release must
+// be called when the query's rows are closed.
 func (s *Source) acquire(ctx context.Context) (context.Context, func(), error) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
-	cancel := func() {}
-	if s.timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, s.timeout)
-	}
-	return ctx, func() { cancel(); <-s.sem }, nil
+	return s.slots.Acquire(ctx)
 }
 
 type kind uint8

@@ -307,13 +307,16 @@ func TestQueryTimeoutAndConcurrency(t *testing.T) {
 		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, warehouse.CategoryTimeout)
 	}
 	// With the one slot held, a second query waits and gives up with its context.
-	src.sem <- struct{}{}
+	_, release, err := src.slots.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := src.Count(ctx, "SELECT 1 WHERE $1::date IS NOT NULL", civil.Date{Year: 2024, Month: 1, Day: 1}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Count while the slot is held = %v, want context.Canceled", err)
 	}
-	<-src.sem
+	release()
 }
 
 // BenchmarkPostgresStream streams 100k event-like rows (8 columns, one JSON).
