@@ -118,7 +118,7 @@ type Service struct {
 	metrics metrics
 
 	slotsMu sync.Mutex
-	slots   map[string]chan struct{} // per connection, max_concurrency wide
+	slots   map[string]*warehouse.QuerySlots // per connection, max_concurrency wide
 }
 
 type metrics struct {
@@ -143,7 +143,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Clock == nil {
 		deps.Clock = time.Now
 	}
-	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker(), slots: map[string]chan struct{}{}}
+	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker(), slots: map[string]*warehouse.QuerySlots{}}
 	s.metrics = metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_rows_total", Help: "Rows extracted from warehouses."}, []string{"ingestion"}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome."}, []string{"outcome"}),
@@ -375,18 +375,14 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 // still IMPORT_SCHEDULED) while other connections' requests go ahead.
 func (s *Service) acquire(ctx context.Context, conn config.Connection) (release func(), err error) {
 	s.slotsMu.Lock()
-	slot, ok := s.slots[conn.Name]
+	slots, ok := s.slots[conn.Name]
 	if !ok {
-		slot = make(chan struct{}, max(conn.MaxConcurrency, 1))
-		s.slots[conn.Name] = slot
+		slots = warehouse.NewQuerySlots(conn.MaxConcurrency, 0) // the source applies the query timeout
+		s.slots[conn.Name] = slots
 	}
 	s.slotsMu.Unlock()
-	select {
-	case slot <- struct{}{}:
-		return func() { <-slot }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	_, release, err = slots.Acquire(ctx)
+	return release, err
 }
 
 // extract streams one day onto raw-rows and closes it with END.
