@@ -1,7 +1,9 @@
 package kafka
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 
@@ -16,12 +18,18 @@ type EmbeddedConfig struct {
 	DataDir string
 	// Partitions is the default for auto-created topics.
 	Partitions int32
+	// Logger reports members the broker evicts for kfake (see
+	// sessionReaper); nil logs nowhere.
+	Logger *slog.Logger
 }
 
 // Embedded is a kfake cluster: the real Kafka protocol on a real port,
 // reachable by any Kafka client (kcat -b 127.0.0.1:9092 -L).
 type Embedded struct {
-	cluster *kfake.Cluster
+	cluster    *kfake.Cluster
+	reaper     *sessionReaper
+	stopReaper context.CancelFunc
+	reaperDone chan struct{}
 }
 
 // StartEmbedded starts a one-broker cluster. Retention configured on the
@@ -50,6 +58,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		kfake.BrokerConfigs(map[string]string{
 			"log.cleaner.backoff.ms": "60000",
 			"message.max.bytes":      strconv.Itoa(32 << 20),
+			// Tests run groups with sub-second sessions; Kafka's 6 s
+			// floor only guards production clusters from bad configs.
+			"group.min.session.timeout.ms": "500",
 		}),
 	}
 	if cfg.DataDir != "" {
@@ -59,7 +70,22 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start embedded kafka on %s: %w", cfg.Addr, err)
 	}
-	return &Embedded{cluster: c}, nil
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	reaper, err := newSessionReaper(c, logger)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("start embedded kafka on %s: session reaper: %w", cfg.Addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Embedded{cluster: c, reaper: reaper, stopReaper: cancel, reaperDone: make(chan struct{})}
+	go func() {
+		defer close(e.reaperDone)
+		reaper.Run(ctx)
+	}()
+	return e, nil
 }
 
 // Addrs are the broker addresses to give clients.
@@ -69,4 +95,9 @@ func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }
 func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
 
 // Close stops the broker.
-func (e *Embedded) Close() { e.cluster.Close() }
+func (e *Embedded) Close() {
+	e.stopReaper()
+	<-e.reaperDone
+	e.reaper.Close()
+	e.cluster.Close()
+}
