@@ -170,7 +170,6 @@ type RunOptions struct {
 	Extractor     extractor.Config
 	PlannerTick   time.Duration
 	WatcherTick   time.Duration
-	MetricsAddr   string // admin listener of processes without the trigger
 	LoaderOnDone  func(ctx context.Context, end store.RunEnd, outcome store.Outcome)
 	TriggerConfig trigger.Config
 	// TriggerListener, when set, is where the trigger serves instead of
