@@ -160,7 +160,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 		}
 	}
-	cl, err := kafka.NewClient(deps.Kafka, "extractor", deps.Logger, deps.Registry,
+	cl, err := kafka.NewClient(deps.Kafka, "extractor", deps.Logger, deps.Registry, append(kafka.GroupLiveness(),
 		kgo.ConsumerGroup(cfg.GroupName()),
 		kgo.ConsumeTopics(deps.Kafka.Topic(schemas.TopicIngestRequests)),
 		kgo.DisableAutoCommit(),
@@ -171,7 +171,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		// (about 30 batches of 2,000 rows) keeps the broker busy and the
 		// extractor's heap small whatever the day's size.
 		kgo.MaxBufferedBytes(16<<20),
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}
