@@ -2,18 +2,25 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// reapEvery is how often the reaper looks for silent members. A zombie is
-// evicted at most this long after its session timeout.
-const reapEvery = 500 * time.Millisecond
+// reapEvery is how often the reaper looks for silent members; reapGrace is
+// how long past its session timeout a member may stay silent before the
+// reaper acts, so kfake's own session expiry of an ordinary dead member
+// always goes first.
+const (
+	reapEvery = 500 * time.Millisecond
+	reapGrace = time.Second
+)
 
 // sessionReaper gives kfake's classic group coordinator the session expiry
 // it lacks for one kind of member: a new member whose process dies while
@@ -124,7 +131,7 @@ func (r *sessionReaper) reap(ctx context.Context) {
 			silent[k.group] = nil
 			groups = append(groups, k.group)
 		}
-		if now.Sub(s.at) > s.session {
+		if now.Sub(s.at) > s.session+reapGrace {
 			silent[k.group] = append(silent[k.group], k.member)
 		}
 	}
@@ -167,12 +174,22 @@ func (r *sessionReaper) evict(ctx context.Context, group, member string) {
 	req.Members = append(req.Members, m)
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := req.RequestWith(rctx, r.client)
-	if err != nil {
+	resp, err := req.RequestWith(rctx, r.client)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if err == nil && len(resp.Members) > 0 {
+		err = kerr.ErrorForCode(resp.Members[0].ErrorCode)
+	}
+	switch {
+	case errors.Is(err, kerr.UnknownMemberID):
+		// Gone meanwhile.
+	case err != nil:
 		r.logger.Warn("evict a group member whose session expired", "group", group, "member", member, "err", err)
 		return
+	default:
+		r.logger.Warn("evicted a group member whose session expired without kfake timing it out", "group", group, "member", member)
 	}
-	r.logger.Warn("evicted a group member whose session expired without kfake timing it out", "group", group, "member", member)
 	r.forget(group, member)
 }
 

@@ -74,7 +74,7 @@ func main() {
 	fs.IntVar(&o.rows, "rows", 0, "events per day (default 20000, 2000 with --short); metrics are a quarter")
 	seed := fs.Uint64("seed", 0, "random seed of the data and the fault timing (default: the time)")
 	fs.IntVar(&o.kills, "kills", 0, "SIGKILLs per service in each kill scenario (default 4, 1 with --short)")
-	fs.DurationVar(&o.settle, "settle", 0, "how long a scenario may take to reconcile after its faults (default 6m, 5m with --short)")
+	fs.DurationVar(&o.settle, "settle", 0, "how long a scenario may take to reconcile after its faults (default 4m, 2m with --short)")
 	fs.StringVar(&o.bin, "bin", "", "a built sluice binary (default: go build ./services/sluice)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the database and the work directory (logs) afterwards")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -106,10 +106,12 @@ func (o *options) defaults() {
 			o.kills = 1
 		}
 	}
+	// A SIGKILLed group member is evicted after the 10 s session
+	// timeout; a scenario reconciles in well under a minute.
 	if o.settle == 0 {
-		o.settle = 6 * time.Minute
+		o.settle = 4 * time.Minute
 		if o.short {
-			o.settle = 5 * time.Minute
+			o.settle = 2 * time.Minute
 		}
 	}
 	if o.seed == 0 {
