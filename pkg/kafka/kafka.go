@@ -62,13 +62,22 @@ func NewClient(cfg Config, name string, logger *slog.Logger, reg prometheus.Regi
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(clientID),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchMaxBytes(16 << 20),
+		// A consumer holds a fetched batch whole until every record in it
+		// is released, and the producer builds a batch in one growing
+		// buffer: 4 MiB batches (a few 2,000-row records each) cut the
+		// mapper's heap by ~35 MiB against 16 MiB ones. It is also the
+		// largest record the producer accepts.
+		kgo.ProducerBatchMaxBytes(4 << 20),
 		kgo.MaxBufferedRecords(10_000),
 		// Batches of rows are large records: bound the producer buffer by
 		// bytes so a fast warehouse cannot outrun the broker into OOM.
 		kgo.MaxBufferedBytes(64 << 20),
 		kgo.ProducerLinger(5 * time.Millisecond),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		// Snappy, not lz4: franz-go decompresses lz4 through pooled 4 MiB
+		// block buffers into a doubling bytes.Buffer and then clones it
+		// (~40 MiB of a consumer's heap in a profile); snappy decodes
+		// once into a buffer of the exact size, at similar speed.
+		kgo.ProducerBatchCompression(kgo.SnappyCompression(), kgo.NoCompression()),
 		kgo.FetchMaxBytes(64 << 20),
 		kgo.FetchMaxPartitionBytes(16 << 20),
 		kgo.RecordRetries(20),

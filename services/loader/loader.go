@@ -64,9 +64,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		cfg.Group = "sluice-loader"
 	}
 	if cfg.MaxPollRecords == 0 {
-		// A poll's batches are decoded at once: 32 records of 2,000 rows
-		// keep the heap near 50 MiB while one COPY still writes 64,000 rows.
-		cfg.MaxPollRecords = 32
+		// A poll's records and their decoded batches are all live at
+		// once: 16 records of 2,000 rows are ~40 MiB of heap (half the
+		// decompressed records, half decoded strings), 32 were ~85 MiB,
+		// which GOGC doubles past a 256 MiB RSS; one COPY still writes
+		// 32,000 rows.
+		cfg.MaxPollRecords = 16
 	}
 	if cfg.MaxRejectedShare == 0 {
 		cfg.MaxRejectedShare = 1

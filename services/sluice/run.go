@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -92,6 +93,7 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	connections := fs.String("connections", "", "extractor: serve only these connections (comma-separated)")
 	kinds := fs.String("kinds", "", "extractor: serve only connections of these warehouse kinds (comma-separated)")
 	adminAddr := fs.String("admin-addr", "127.0.0.1:9464", "where /metrics, /healthz and /readyz listen (processes without the trigger service)")
+	pprofAddr := fs.String("pprof-addr", "", "where net/http/pprof listens (off when empty; keep it on loopback)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may finish after SIGTERM")
 	plannerTick := fs.Duration("planner-tick", 0, "planner: how often schedules and queued requests are looked at (default 30s)")
 	watcherTick := fs.Duration("watcher-tick", 0, "watcher: how often it looks for days due a re-count (default 1m)")
@@ -137,6 +139,9 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		services = append(services, admin)
 	}
+	if *pprofAddr != "" {
+		services = append(services, pprofServer(*pprofAddr))
+	}
 	logger.Info("sluice running", "targets", strings.Join(targets, ","), "brokers", strings.Join(in.Kafka.Brokers, ","))
 	if err := RunAll(ctx, services); err != nil {
 		logger.Error("sluice stopped", "err", err)
@@ -154,13 +159,23 @@ func adminServer(addr string, in *Infra) (runnable, error) {
 	if err != nil {
 		return runnable{}, fmt.Errorf("admin kafka client: %w", err)
 	}
-	mux := adminHandler(in, cl.Ping)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-	return runnable{"admin", func(ctx context.Context) error {
+	admin := httpRunnable("admin", addr, adminHandler(in, cl.Ping), 30*time.Second)
+	serve := admin.run
+	admin.run = func(ctx context.Context) error {
 		defer cl.Close()
+		return serve(ctx)
+	}
+	return admin, nil
+}
+
+// httpRunnable serves handler on addr until ctx is cancelled; a zero
+// writeTimeout leaves responses unbounded.
+func httpRunnable(name, addr string, handler http.Handler, writeTimeout time.Duration) runnable {
+	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: writeTimeout}
+	return runnable{name, func(ctx context.Context) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("admin listener: %w", err)
+			return fmt.Errorf("%s listener: %w", name, err)
 		}
 		go func() {
 			<-ctx.Done()
@@ -172,7 +187,20 @@ func adminServer(addr string, in *Infra) (runnable, error) {
 			return err
 		}
 		return nil
-	}}, nil
+	}}
+}
+
+// pprofServer serves net/http/pprof on a mux of its own, apart from the
+// admin endpoints, so profiling is opt-in and never on the metrics port.
+func pprofServer(addr string) runnable {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// No write timeout: a CPU profile or trace streams for its seconds.
+	return httpRunnable("pprof", addr, mux, 0)
 }
 
 // adminHandler answers /readyz 200 only when Redis, the store and Kafka
