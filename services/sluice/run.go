@@ -193,14 +193,18 @@ func httpRunnable(name, addr string, handler http.Handler, writeTimeout time.Dur
 // pprofServer serves net/http/pprof on a mux of its own, apart from the
 // admin endpoints, so profiling is opt-in and never on the metrics port.
 func pprofServer(addr string) runnable {
+	// No write timeout: a CPU profile or trace streams for its seconds.
+	return httpRunnable("pprof", addr, pprofMux(), 0)
+}
+
+func pprofMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	// No write timeout: a CPU profile or trace streams for its seconds.
-	return httpRunnable("pprof", addr, mux, 0)
+	return mux
 }
 
 // adminHandler answers /readyz 200 only when Redis, the store and Kafka
