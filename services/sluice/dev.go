@@ -182,7 +182,7 @@ func dev(ctx context.Context, o devOptions, stdout, stderr io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- RunAll(runCtx, services) }()
 
-	expected, err := dueDemoDays(ctx, in, o.days)
+	expected, err := dueDemoDays(ctx, in, in.Settings.Pipeline.CatchUpDays)
 	if err != nil {
 		return err
 	}
@@ -243,7 +243,8 @@ type dayRef struct {
 	warehouse               int64
 }
 
-// dueDemoDays lists the days the planner's catch-up will load: due days of
+// dueDemoDays lists the days the planner's catch-up will load (n is the
+// config's catch_up_days, which --days sets for the demo): due days of
 // the daily ingestions that have rows in the warehouse.
 func dueDemoDays(ctx context.Context, in *Infra, n int) ([]dayRef, error) {
 	var out []dayRef
