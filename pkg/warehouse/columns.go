@@ -1,6 +1,7 @@
 package warehouse
 
 import (
+	"context"
 	"encoding/base64"
 	"time"
 	"unsafe"
@@ -112,6 +113,24 @@ func (b *Batch) EndRow() { b.Rows++ }
 
 // Full reports whether the batch holds n rows or more.
 func (b *Batch) Full(n int) bool { return b.Rows >= n }
+
+// EmitIfFull hands the batch to emit once it holds batchRows rows, adds
+// them to *total and resets the batch for reuse. It stops first if ctx is
+// done, so a cancelled stream emits nothing more.
+func (b *Batch) EmitIfFull(ctx context.Context, batchRows int, total *int64, emit func(*Batch) error) error {
+	if !b.Full(batchRows) {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	*total += int64(b.Rows)
+	if err := emit(b); err != nil {
+		return err
+	}
+	b.Reset()
+	return nil
+}
 
 const secondsPerDay = 86400
 

@@ -1,6 +1,8 @@
 package warehouse
 
 import (
+	"context"
+	"errors"
 	"math"
 	"reflect"
 	"testing"
@@ -131,5 +133,30 @@ func BenchmarkBatchAppend(b *testing.B) {
 		batch.AppendTimestamp(3, int64(i)*1000)
 		batch.AppendNull(4)
 		batch.EndRow()
+	}
+}
+
+func TestEmitIfFull(t *testing.T) {
+	var b Batch
+	b.SetColumns([]ColumnSpec{{Name: "n", Type: schemas.TypeLong}})
+	var total int64
+	var emitted []int
+	emit := func(x *Batch) error { emitted = append(emitted, x.Rows); return nil }
+	for i := range 5 {
+		b.AppendLong(0, int64(i))
+		b.EndRow()
+		if err := b.EmitIfFull(context.Background(), 2, &total, emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(emitted) != 2 || total != 4 || b.Rows != 1 {
+		t.Fatalf("emitted %v, total %d, left %d rows; want two batches of 2, total 4, 1 left", emitted, total, b.Rows)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.AppendLong(0, 9)
+	b.EndRow()
+	if err := b.EmitIfFull(ctx, 2, &total, emit); !errors.Is(err, context.Canceled) || len(emitted) != 2 {
+		t.Fatalf("cancelled: err %v, %d emits; want context.Canceled and no emit", err, len(emitted))
 	}
 }

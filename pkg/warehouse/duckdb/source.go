@@ -206,15 +206,8 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 			}
 		}
 		batch.EndRow()
-		if batch.Full(batchRows) {
-			if err := ctx.Err(); err != nil {
-				return total, err
-			}
-			total += int64(batch.Rows)
-			if err := emit(&batch); err != nil {
-				return total, err
-			}
-			batch.Reset()
+		if err := batch.EmitIfFull(ctx, batchRows, &total, emit); err != nil {
+			return total, err
 		}
 	}
 	if err := rows.Err(); err != nil {

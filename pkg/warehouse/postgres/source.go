@@ -346,15 +346,8 @@ func (s *Source) stream(ctx context.Context, sqlText string, day civil.Date, bat
 			}
 		}
 		batch.EndRow()
-		if batch.Full(batchRows) {
-			if err := parent.Err(); err != nil {
-				return total, err
-			}
-			total += int64(batch.Rows)
-			if err := emit(&batch); err != nil {
-				return total, err
-			}
-			batch.Reset()
+		if err := batch.EmitIfFull(parent, batchRows, &total, emit); err != nil {
+			return total, err
 		}
 	}
 	if err := rows.Err(); err != nil {
