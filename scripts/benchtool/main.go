@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string) int {
 	fs.StringVar(&o.Sluice, "sluice", "", "the sluice binary (scripts/bench builds it)")
 	fs.StringVar(&o.PGURL, "pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server URL; the bench creates and drops a database of its own on it")
 	fs.StringVar(&o.RedisAddr, "redis", "127.0.0.1:6379", "Redis address")
-	fs.IntVar(&o.RedisDB, "redis-db", 9, "Redis database number the bench uses (not 0)")
+	fs.IntVar(&o.RedisDB, "redis-db", 10, "Redis database number the bench uses (not 0)")
 	fs.BoolVar(&write, "write", false, "write the results into BENCHMARKS.md")
 	fs.StringVar(&o.WorkDir, "dir", "", "working directory for warehouse files, configs and logs (default a temporary one)")
 	fs.StringVar(&env, "service-env", "GOMEMLIMIT=200MiB", "extra environment for the service processes, e.g. GOGC=200,GOMAXPROCS=2")
