@@ -356,7 +356,7 @@ func (b *bench) pipeline(ctx context.Context, wh string, rows int) (any, error) 
 		return nil, err
 	}
 
-	brokerCPU0 := b.broker.cpu()
+	brokerCPU0, pgCPU0, busy0 := b.broker.cpu(), postgresCPU(), machineBusy()
 	start := time.Now()
 	runID, err := d.Dispatch(ctx, planner.Request{Project: demo.ProjectName, Ingestion: demo.WebEventsAPI,
 		Date: benchDay.String(), Trigger: "api", Reason: "bench"})
@@ -371,7 +371,8 @@ func (b *bench) pipeline(ctx context.Context, wh string, rows int) (any, error) 
 	if loadedRows != int64(rows) {
 		return nil, fmt.Errorf("pipeline loaded %d rows, want %d", loadedRows, rows)
 	}
-	run := PipelineRun{Warehouse: wh, Rows: rows, Took: took, Broker: Usage{Name: "broker", CPU: b.broker.cpu() - brokerCPU0, PeakRSS: b.broker.peakRSS()}}
+	run := PipelineRun{Warehouse: wh, Rows: rows, Took: took, Broker: Usage{Name: "broker", CPU: b.broker.cpu() - brokerCPU0, PeakRSS: b.broker.peakRSS()},
+		PostgresCPU: postgresCPU() - pgCPU0, MachineBusy: machineBusy() - busy0}
 	// Read each process's figures just before it is told to stop.
 	for _, p := range procs {
 		run.Services = append(run.Services, Usage{Name: p.name, CPU: p.cpu(), PeakRSS: p.peakRSS()})
@@ -379,7 +380,8 @@ func (b *bench) pipeline(ctx context.Context, wh string, rows int) (any, error) 
 	}
 	procs = nil
 	b.log.Info("pipeline run", "warehouse", wh, "rows", rows, "took", took.Round(time.Millisecond),
-		"rows_per_s", int(run.RowsPerSec()), "services", fmt.Sprint(run.Services))
+		"rows_per_s", int(run.RowsPerSec()), "services", fmt.Sprint(run.Services), "broker_cpu", run.Broker.CPU.Round(10*time.Millisecond),
+		"postgres_cpu", run.PostgresCPU.Round(10*time.Millisecond), "machine_busy", fmt.Sprintf("%.0f%%", 100*busyShare(run.MachineBusy, took)))
 	if _, err := b.db.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{f.Store.Schema}.Sanitize()+" CASCADE"); err != nil {
 		return nil, fmt.Errorf("drop run store: %w", err)
 	}

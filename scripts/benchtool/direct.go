@@ -58,7 +58,7 @@ func (b *bench) directRun(ctx context.Context, wh string, rows int) (any, error)
 	}
 	defer conn.Release()
 
-	cpu0 := selfCPU()
+	cpu0, pgCPU0, busy0 := selfCPU(), postgresCPU(), machineBusy()
 	start := time.Now()
 	dc := newDirectCopy(ingestionRow{project: demo.ProjectName, ingestion: demo.WebEventsAPI, day: benchDay.In(time.UTC)})
 	streamErr := make(chan error, 1)
@@ -81,8 +81,9 @@ func (b *bench) directRun(ctx context.Context, wh string, rows int) (any, error)
 	if n != int64(rows) {
 		return nil, fmt.Errorf("direct copy wrote %d rows, want %d", n, rows)
 	}
-	run := DirectRun{Warehouse: wh, Rows: rows, Took: took, CPU: selfCPU() - cpu0}
-	b.log.Info("direct run", "warehouse", wh, "rows", rows, "took", took.Round(time.Millisecond), "rows_per_s", int(run.RowsPerSec()))
+	run := DirectRun{Warehouse: wh, Rows: rows, Took: took, CPU: selfCPU() - cpu0, PostgresCPU: postgresCPU() - pgCPU0, MachineBusy: machineBusy() - busy0}
+	b.log.Info("direct run", "warehouse", wh, "rows", rows, "took", took.Round(time.Millisecond), "rows_per_s", int(run.RowsPerSec()),
+		"cpu", run.CPU.Round(10*time.Millisecond), "postgres_cpu", run.PostgresCPU.Round(10*time.Millisecond), "machine_busy", fmt.Sprintf("%.0f%%", 100*busyShare(run.MachineBusy, took)))
 	if _, err := b.db.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
 		return nil, fmt.Errorf("drop direct schema: %w", err)
 	}

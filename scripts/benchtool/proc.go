@@ -68,18 +68,7 @@ func (p *proc) cpu() time.Duration {
 	if err != nil {
 		return 0
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14 of stat
-	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
-	return time.Duration(utime+stime) * time.Second / clockTicks
+	return statCPU(data)
 }
 
 // peakRSS is VmHWM, the process's resident set high-water mark, in bytes.
@@ -135,4 +124,65 @@ func waitReady(ctx context.Context, url string, p *proc, limit time.Duration) er
 		}
 	}
 	return fmt.Errorf("%s not ready at %s after %s (log %s)", p.name, url, limit, p.logPath)
+}
+
+// statCPU is utime+stime of the /proc/PID/stat text data.
+func statCPU(data []byte) time.Duration {
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14 of stat
+	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// postgresCPU is the CPU time of the PostgreSQL server processes alive now
+// (on this machine). A backend that exits between two readings takes its
+// share with it, so the bench reads it while the runs' connections are open.
+func postgresCPU() time.Duration {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil || !bytes.Contains(data, []byte("(postgres)")) {
+			continue
+		}
+		total += statCPU(data)
+	}
+	return total
+}
+
+// machineBusy is the CPU time all CPUs have spent not idle (nor waiting
+// for I/O) since boot, from /proc/stat.
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks
 }

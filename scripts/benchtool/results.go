@@ -31,6 +31,9 @@ type PipelineRun struct {
 	Took      time.Duration
 	Services  []Usage // in start order
 	Broker    Usage   // CPU during the run; peak RSS since the broker started
+	// PostgresCPU is the PostgreSQL server's CPU during the run (warehouse
+	// and store); MachineBusy is every CPU's non-idle time, whoever used it.
+	PostgresCPU, MachineBusy time.Duration
 }
 
 func (r PipelineRun) RowsPerSec() float64 { return float64(r.Rows) / r.Took.Seconds() }
@@ -41,6 +44,8 @@ type DirectRun struct {
 	Rows      int
 	Took      time.Duration
 	CPU       time.Duration // the copying process (the warehouse too, for in-process DuckDB)
+	// As in PipelineRun.
+	PostgresCPU, MachineBusy time.Duration
 }
 
 func (r DirectRun) RowsPerSec() float64 { return float64(r.Rows) / r.Took.Seconds() }
@@ -56,6 +61,10 @@ type WarehouseSummary struct {
 	Services      []Usage // median CPU and peak RSS per service
 	Broker        Usage
 	DirectCPU     time.Duration // median
+	// Medians of the PostgreSQL server's CPU and of the machine's busy
+	// share (busy CPU time over run time × CPUs) per kind of run.
+	PipelinePostgresCPU, DirectPostgresCPU time.Duration
+	PipelineBusyShare, DirectBusyShare     float64
 }
 
 func summarize(wh string, rows int, pipes []PipelineRun, directs []DirectRun) WarehouseSummary {
@@ -63,13 +72,21 @@ func summarize(wh string, rows int, pipes []PipelineRun, directs []DirectRun) Wa
 	for _, p := range pipes {
 		s.PipelineRates = append(s.PipelineRates, p.RowsPerSec())
 	}
-	var dcpu []float64
+	var dcpu, dpg, dbusy, ppg, pbusy []float64
 	for _, d := range directs {
 		s.DirectRates = append(s.DirectRates, d.RowsPerSec())
 		dcpu = append(dcpu, float64(d.CPU))
+		dpg = append(dpg, float64(d.PostgresCPU))
+		dbusy = append(dbusy, busyShare(d.MachineBusy, d.Took))
+	}
+	for _, p := range pipes {
+		ppg = append(ppg, float64(p.PostgresCPU))
+		pbusy = append(pbusy, busyShare(p.MachineBusy, p.Took))
 	}
 	s.PipelineRate, s.DirectRate = median(s.PipelineRates), median(s.DirectRates)
 	s.DirectCPU = time.Duration(median(dcpu))
+	s.PipelinePostgresCPU, s.DirectPostgresCPU = time.Duration(median(ppg)), time.Duration(median(dpg))
+	s.PipelineBusyShare, s.DirectBusyShare = median(pbusy), median(dbusy)
 	if len(pipes) == 0 {
 		return s
 	}
@@ -86,6 +103,14 @@ func summarize(wh string, rows int, pipes []PipelineRun, directs []DirectRun) Wa
 	}
 	s.Broker = usage(func(p PipelineRun) Usage { return p.Broker })
 	return s
+}
+
+// busyShare is the share of the machine's CPU time that was busy.
+func busyShare(busy, took time.Duration) float64 {
+	if took <= 0 {
+		return 0
+	}
+	return busy.Seconds() / (took.Seconds() * float64(runtime.NumCPU()))
 }
 
 // Machine describes where the bench ran.
@@ -216,7 +241,13 @@ func (r *Results) Markdown() string {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", w.Warehouse, u.Name, cpuPerMillion(u.CPU, w.Rows), mib(u.PeakRSS))
 		}
 		fmt.Fprintf(&b, "| %s | broker (kfake) | %s | %s |\n", w.Warehouse, cpuPerMillion(w.Broker.CPU, w.Rows), mib(w.Broker.PeakRSS))
+		fmt.Fprintf(&b, "| %s | PostgreSQL server, pipeline | %s | |\n", w.Warehouse, cpuPerMillion(w.PipelinePostgresCPU, w.Rows))
 		fmt.Fprintf(&b, "| %s | direct copy | %s | |\n", w.Warehouse, cpuPerMillion(w.DirectCPU, w.Rows))
+		fmt.Fprintf(&b, "| %s | PostgreSQL server, direct | %s | |\n", w.Warehouse, cpuPerMillion(w.DirectPostgresCPU, w.Rows))
+	}
+	b.WriteString("\nShare of the machine's CPU time that was busy during the run (every process):\n\n| warehouse | pipeline | direct |\n|---|---:|---:|\n")
+	for _, w := range r.Warehouses {
+		fmt.Fprintf(&b, "| %s | %.0f%% | %.0f%% |\n", w.Warehouse, 100*w.PipelineBusyShare, 100*w.DirectBusyShare)
 	}
 	if len(r.Memory) > 0 {
 		fmt.Fprintf(&b, "\nPeak RSS as the day grows (%s warehouse, one run each):\n\n| rows | rows/s |", r.Memory[0].Warehouse)

@@ -346,3 +346,43 @@ func BenchmarkPostgresStream(b *testing.B) {
 		})
 	}
 }
+
+// TestFingerprintOfUnhashableRows: a json column has no extended hash
+// function, so the fingerprint falls back to hashing the row's text, and
+// still sees a changed value.
+func TestFingerprintOfUnhashableRows(t *testing.T) {
+	t.Parallel()
+	db := freshDatabase(t)
+	src := openSource(t, connection(KindPostgres, db))
+	exec := execer(t, db)
+	exec(t, `CREATE TABLE fp (id bigint, day date, doc json, tags jsonb)`)
+	exec(t, `INSERT INTO fp SELECT i, '2024-05-06', json_build_object('n', i), '{"a": 1}' FROM generate_series(1, 50) i`)
+	day := civil.Date{Year: 2024, Month: 5, Day: 6}
+	fingerprint := func(query string) string {
+		t.Helper()
+		fp, err := src.Fingerprint(context.Background(), query, day)
+		if err != nil {
+			t.Fatalf("Fingerprint(%s): %v", query, err)
+		}
+		return fp
+	}
+	withJSON := `SELECT id, doc FROM fp WHERE day = $1`
+	hashable := `SELECT id, tags FROM fp WHERE day = $1`
+	before, beforeHashable := fingerprint(withJSON), fingerprint(hashable)
+	if !strings.HasPrefix(before, "t:50:") {
+		t.Fatalf("fingerprint of rows with json = %q, want the text form t:50:...", before)
+	}
+	if strings.HasPrefix(beforeHashable, "t:") || !strings.HasPrefix(beforeHashable, "50:") {
+		t.Fatalf("fingerprint of hashable rows = %q, want the record-hash form 50:...", beforeHashable)
+	}
+	if again := fingerprint(withJSON); again != before {
+		t.Fatalf("fingerprint not stable: %q then %q", before, again)
+	}
+	exec(t, `UPDATE fp SET doc = '{"n": -1}', tags = '{"a": 2}' WHERE id = 7`)
+	if after := fingerprint(withJSON); after == before {
+		t.Errorf("fingerprint %q did not change when a json value did", after)
+	}
+	if after := fingerprint(hashable); after == beforeHashable {
+		t.Errorf("fingerprint %q did not change when a jsonb value did", after)
+	}
+}
