@@ -1,5 +1,6 @@
-// Package duckdb reads an ingestion's query from a DuckDB database file
-// through duckdb-go's database/sql driver.
+// Package duckdb reads an ingestion's query from a DuckDB database file:
+// rows stream through DuckDB's C API (see native.go), counts, fingerprints
+// and column types go through duckdb-go's database/sql driver.
 package duckdb
 
 import (
@@ -9,9 +10,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"cloud.google.com/go/civil"
+	bindings "github.com/duckdb/duckdb-go-bindings"
 	duckdb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/sluicehq/sluice/pkg/config"
@@ -22,8 +23,9 @@ import (
 // Source runs queries against one DuckDB database. The date is the
 // query's $1 parameter.
 type Source struct {
-	db    *sql.DB
-	slots *warehouse.QuerySlots // cfg.MaxConcurrency and cfg.QueryTimeout
+	db     *sql.DB
+	native bindings.Database     // db's own instance, for streaming reads
+	slots  *warehouse.QuerySlots // cfg.MaxConcurrency and cfg.QueryTimeout
 }
 
 var _ warehouse.Source = (*Source)(nil)
@@ -41,17 +43,26 @@ func Open(cfg config.Connection) (*Source, error) {
 		db.Close()
 		return nil, categorize(fmt.Errorf("open duckdb %s: %w", cfg.Path, err))
 	}
+	native, err := openNative(cfg.Path)
+	if err != nil {
+		db.Close()
+		return nil, categorize(fmt.Errorf("open duckdb %s for streaming: %w", cfg.Path, err))
+	}
 	n := max(cfg.MaxConcurrency, 1)
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
-	return &Source{db: db, slots: warehouse.NewQuerySlots(n, cfg.QueryTimeout)}, nil
+	return &Source{db: db, native: native, slots: warehouse.NewQuerySlots(n, cfg.QueryTimeout)}, nil
 }
 
 // DB exposes the database, for seeding demo and test data.
 func (s *Source) DB() *sql.DB { return s.db }
 
-// Close closes the database.
-func (s *Source) Close() error { return s.db.Close() }
+// Close closes the database; no query may be running.
+func (s *Source) Close() error {
+	err := s.db.Close()
+	bindings.Close(&s.native) // drops this reference; the last one closes the file
+	return err
+}
 
 // acquire takes a query slot and applies the query timeout; release must
 // be called when the query's rows are closed.
@@ -182,39 +193,34 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 	if len(cols) == 0 {
 		return 0, &warehouse.Error{Category: warehouse.CategoryQuery, Err: errors.New("query returns no columns")}
 	}
-	rows, err := s.db.QueryContext(ctx, sqlText, dayArg(day))
+	q, err := startStreaming(ctx, s.native, sqlText, day.String())
 	if err != nil {
 		return 0, categorize(err)
 	}
-	defer rows.Close()
-
+	defer q.close()
+	readers, err := readersFor(cols, q.columnTypes())
+	if err != nil {
+		return 0, err
+	}
 	var batch warehouse.Batch
 	batch.SetColumns(specs)
-	vals := make([]any, len(cols))
-	dest := make([]any, len(cols))
-	for i := range vals {
-		dest[i] = &vals[i]
-	}
 	var total int64
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
+	for {
+		if err := ctx.Err(); err != nil {
 			return total, categorize(err)
 		}
-		for i, v := range vals {
-			if err := appendValue(&batch, i, cols[i], v); err != nil {
-				return total, err
-			}
+		chunk, ok, err := q.next(ctx)
+		if err != nil {
+			return total, categorize(err)
 		}
-		batch.EndRow()
-		if err := batch.EmitIfFull(ctx, batchRows, &total, emit); err != nil {
+		if !ok {
+			break
+		}
+		err = appendChunk(ctx, &batch, chunk, readers, batchRows, &total, emit)
+		bindings.DestroyDataChunk(&chunk)
+		if err != nil {
 			return total, err
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return total, categorize(err)
-	}
-	if err := ctx.Err(); err != nil {
-		return total, err
 	}
 	if batch.Rows > 0 {
 		total += int64(batch.Rows)
@@ -225,76 +231,38 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 	return total, nil
 }
 
-func appendValue(b *warehouse.Batch, i int, c column, v any) error {
-	if v == nil {
-		b.AppendNull(i)
-		return nil
+func readersFor(cols []column, types []bindings.Type) ([]reader, error) {
+	if len(types) != len(cols) {
+		return nil, &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("query returned %d columns, described %d", len(types), len(cols))}
 	}
-	switch c.kind {
-	case kindLong:
-		switch x := v.(type) {
-		case int64:
-			b.AppendLong(i, x)
-		case int32:
-			b.AppendLong(i, int64(x))
-		case int16:
-			b.AppendLong(i, int64(x))
-		case int8:
-			b.AppendLong(i, int64(x))
-		case uint32:
-			b.AppendLong(i, int64(x))
-		case uint16:
-			b.AppendLong(i, int64(x))
-		case uint8:
-			b.AppendLong(i, int64(x))
-		default:
-			return mismatch(c, v)
+	readers := make([]reader, len(cols))
+	for i, c := range cols {
+		r, err := readerFor(c, types[i])
+		if err != nil {
+			return nil, err
 		}
-	case kindDouble:
-		switch x := v.(type) {
-		case float64:
-			b.AppendDouble(i, x)
-		case float32:
-			b.AppendDouble(i, float64(x))
-		default:
-			return mismatch(c, v)
-		}
-	case kindBool:
-		x, ok := v.(bool)
-		if !ok {
-			return mismatch(c, v)
-		}
-		b.AppendBool(i, x)
-	case kindText:
-		x, ok := v.(string)
-		if !ok {
-			return mismatch(c, v)
-		}
-		b.AppendString(i, x)
-	case kindDate:
-		x, ok := v.(time.Time)
-		if !ok {
-			return mismatch(c, v)
-		}
-		b.AppendDate(i, warehouse.DaysOf(x))
-	case kindTimestamp:
-		x, ok := v.(time.Time)
-		if !ok {
-			return mismatch(c, v)
-		}
-		b.AppendTimestamp(i, warehouse.MicrosOf(x))
-	case kindBytes:
-		x, ok := v.([]byte)
-		if !ok {
-			return mismatch(c, v)
-		}
-		b.AppendBytes(i, x)
+		readers[i] = r
 	}
-	return nil
+	return readers, nil
 }
 
-func mismatch(c column, v any) error {
-	return &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("column %s (%s): driver returned %T", c.spec.Name, c.spec.DBType, v)}
+// appendChunk moves a chunk's rows into the batch, column by column, and
+// emits the batch each time it fills.
+func appendChunk(ctx context.Context, b *warehouse.Batch, chunk bindings.DataChunk, readers []reader, batchRows int, total *int64, emit func(*warehouse.Batch) error) error {
+	n := int(bindings.DataChunkGetSize(chunk))
+	for lo := 0; lo < n; {
+		hi := min(n, lo+batchRows-b.Rows)
+		for i, read := range readers {
+			vec := bindings.DataChunkGetVector(chunk, bindings.IdxT(i))
+			read(b, i, bindings.VectorGetData(vec), bindings.VectorGetValidity(vec), lo, hi)
+		}
+		b.Rows += hi - lo // every column got rows lo..hi: EndRow for each
+		if err := b.EmitIfFull(ctx, batchRows, total, emit); err != nil {
+			return err
+		}
+		lo = hi
+	}
+	return nil
 }
 
 // Count implements warehouse.Source.
