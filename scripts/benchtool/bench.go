@@ -149,7 +149,7 @@ func (b *bench) Close() error {
 		}
 		b.admin.Close()
 	}
-	if b.ownDir && !b.o.KeepLogs {
+	if b.ownDir && !b.o.KeepLogs && !b.o.Profile {
 		errs = append(errs, os.RemoveAll(b.dir))
 	} else {
 		b.log.Info("bench files kept", "dir", b.dir)
@@ -316,8 +316,13 @@ func (b *bench) pipeline(ctx context.Context, wh string, rows int) (any, error) 
 		if t == "all" {
 			admin = f.HTTP.Addr // the trigger serves /readyz
 		}
-		p, err := startProc(ctx, t, b.o.Sluice, []string{"run", "--config", cfgPath, "--target=" + t,
-			"--admin-addr", admin, "--log-level", "warn"}, env, filepath.Join(b.dir, tag+"-"+t+".log"))
+		args := []string{"run", "--config", cfgPath, "--target=" + t, "--admin-addr", admin, "--log-level", "warn"}
+		if b.o.Profile {
+			prof := filepath.Join(b.dir, tag+"-"+t+".pprof")
+			args = append(args, "--cpu-profile", prof)
+			b.log.Info("profiling", "process", t, "profile", prof)
+		}
+		p, err := startProc(ctx, t, b.o.Sluice, args, env, filepath.Join(b.dir, tag+"-"+t+".log"))
 		if err != nil {
 			return nil, err
 		}
@@ -489,8 +494,11 @@ func median(xs []float64) float64 {
 }
 
 // memoryWarehouse is where the growing-day runs read: PostgreSQL when
-// measured, since pgx streams rows while duckdb-go materializes a query's
-// whole result before the first row (see BENCHMARKS.md).
+// measured. The DuckDB source streams rows too (DuckDB's C API, not
+// duckdb-go's materializing database/sql path), but DuckDB's buffer pool
+// keeps the table blocks a day's scan reads, up to its memory_limit (80%
+// of RAM unless the connection path sets e.g. ?memory_limit=128MB), so its
+// RSS still follows the table read (see pkg/warehouse/duckdb).
 func memoryWarehouse(whs []string) string {
 	if slices.Contains(whs, "postgres") {
 		return "postgres"

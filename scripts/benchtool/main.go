@@ -36,6 +36,7 @@ type Options struct {
 	WorkDir     string
 	ServiceEnv  []string // extra environment for the service processes (GOGC, GOMAXPROCS)
 	KeepLogs    bool
+	Profile     bool // CPU profile of every service process, kept in the working directory
 }
 
 func main() {
@@ -64,6 +65,7 @@ func run(ctx context.Context, args []string) int {
 	fs.StringVar(&o.WorkDir, "dir", "", "working directory for warehouse files, configs and logs (default a temporary one)")
 	fs.StringVar(&env, "service-env", "GOMEMLIMIT=200MiB", "extra environment for the service processes, e.g. GOGC=200,GOMAXPROCS=2")
 	fs.BoolVar(&o.KeepLogs, "keep", false, "keep the working directory (service logs) after the run")
+	fs.BoolVar(&o.Profile, "profile", false, "write a CPU profile of each pipeline process (sluice run --cpu-profile) into the working directory; implies --keep")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -67,14 +69,17 @@ func runOf(day string, batches, per int) []*schemas.MappedBatch {
 }
 
 type faultRig struct {
-	kcfg   kafka.Config
-	codecs *schemas.Codecs
-	client *kgo.Client
-	store  *flakyStore
-	state  *state.State
+	stageConcurrency int
+	kcfg             kafka.Config
+	codecs           *schemas.Codecs
+	client           *kgo.Client
+	store            *flakyStore
+	state            *state.State
 }
 
-func newFaultRig(t *testing.T, failures int64) *faultRig {
+// newFaultRig builds the rig on the DuckDB store, or on a fresh schema of
+// the local PostgreSQL when onPostgres.
+func newFaultRig(t *testing.T, failures int64, onPostgres bool) *faultRig {
 	t.Helper()
 	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 1})
 	if err != nil {
@@ -90,11 +95,7 @@ func newFaultRig(t *testing.T, failures int64) *faultRig {
 	if err := kafka.EnsureTopics(t.Context(), cl, kcfg, kafka.AllTopics...); err != nil {
 		t.Fatal(err)
 	}
-	st, err := duckstore.Open(t.Context(), filepath.Join(t.TempDir(), "store.duckdb"), duckstore.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t, onPostgres)
 	if err := st.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +107,38 @@ func newFaultRig(t *testing.T, failures int64) *faultRig {
 		t.Fatal(err)
 	}
 	return &faultRig{kcfg: kcfg, codecs: codecs, client: cl, store: &flakyStore{Store: st, failures: failures}, state: state.New(rdb, state.Options{})}
+}
+
+func openStore(t *testing.T, onPostgres bool) store.Store {
+	t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	if !onPostgres {
+		st, err := duckstore.Open(t.Context(), filepath.Join(t.TempDir(), "store.duckdb"), duckstore.Options{Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	const dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	schema := fmt.Sprintf("loader_test_%d", time.Now().UnixNano())
+	st, err := pgstore.Open(t.Context(), dsn, pgstore.Options{Schema: schema, Logger: logger})
+	if err != nil {
+		t.Skipf("PostgreSQL is not reachable (%v); scripts/test starts it", err)
+	}
+	t.Cleanup(func() {
+		st.Close()
+		conn, err := pgx.Connect(context.Background(), dsn)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return st
 }
 
 func (r *faultRig) produce(t *testing.T, values ...[]byte) {
@@ -137,7 +170,7 @@ func (r *faultRig) encode(t *testing.T, batches []*schemas.MappedBatch) [][]byte
 func (r *faultRig) runLoader(t *testing.T, want int) []store.Outcome {
 	t.Helper()
 	done := make(chan store.Outcome, 16)
-	svc, err := New(Config{Group: "loader-test"}, Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: r.store, State: r.state,
+	svc, err := New(Config{Group: "loader-test", StageConcurrency: r.stageConcurrency}, Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: r.store, State: r.state,
 		Logger:    slog.New(slog.DiscardHandler),
 		OnDayDone: func(_ context.Context, _ store.RunEnd, o store.Outcome) { done <- o }})
 	if err != nil {
@@ -196,18 +229,25 @@ func (r *faultRig) deadLetters(t *testing.T, want int) []schemas.DeadLetter {
 
 func TestLoaderFaults(t *testing.T) {
 	tests := []struct {
-		name     string
-		failures int64 // store calls that fail before it comes back
-		poison   bool  // garbage precedes the run on its partition
+		name        string
+		failures    int64 // store calls that fail before it comes back
+		poison      bool  // garbage precedes the run on its partition
+		concurrency int   // StageConcurrency
+		postgres    bool  // the PostgreSQL store instead of DuckDB
 	}{
 		{name: "healthy store", failures: 0},
 		{name: "store down for a while: back off, resume, exactly once", failures: 4},
 		{name: "undecodable message is dead-lettered, the run behind it loads", poison: true},
 		{name: "poison and an outage together", failures: 3, poison: true},
+		// The first share's transaction fails while the others commit: the
+		// retry writes only what is missing.
+		{name: "PostgreSQL, a poll staged in three transactions, one fails", failures: 1, concurrency: 3, postgres: true},
+		{name: "PostgreSQL, two transactions, healthy", concurrency: 2, postgres: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newFaultRig(t, tt.failures)
+			r := newFaultRig(t, tt.failures, tt.postgres)
+			r.stageConcurrency = tt.concurrency
 			const day, batches, per = "2024-03-01", 4, 25
 			run := r.encode(t, runOf(day, batches, per))
 			if tt.poison {

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	rpprof "runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -94,6 +96,7 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	kinds := fs.String("kinds", "", "extractor: serve only connections of these warehouse kinds (comma-separated)")
 	adminAddr := fs.String("admin-addr", "127.0.0.1:9464", "where /metrics, /healthz and /readyz listen (processes without the trigger service)")
 	pprofAddr := fs.String("pprof-addr", "", "where net/http/pprof listens (off when empty; keep it on loopback)")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the whole run to this file (for `go tool pprof`)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may finish after SIGTERM")
 	plannerTick := fs.Duration("planner-tick", 0, "planner: how often schedules and queued requests are looked at (default 30s)")
 	watcherTick := fs.Duration("watcher-tick", 0, "watcher: how often it looks for days due a re-count (default 1m)")
@@ -104,6 +107,14 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice run:", err)
 		return exitUsage
+	}
+	if *cpuProfile != "" {
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "sluice run:", err)
+			return exitUsage
+		}
+		defer stopProfile()
 	}
 	logger, err := common.logger(stderr)
 	if err != nil {
@@ -148,6 +159,24 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitFailure
 	}
 	return exitOK
+}
+
+// startCPUProfile profiles the process until the returned func is called:
+// unlike /debug/pprof/profile it needs no duration known in advance, so a
+// bench can profile exactly one run from start to SIGTERM.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := rpprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		rpprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // adminServer serves /metrics, /healthz and /readyz for processes that do
