@@ -136,4 +136,3 @@ func appendValue(b *warehouse.Batch, i int, c column, v any) error {
 func mismatch(c column, v any) error {
 	return &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("column %s (%s): driver returned %T", c.spec.Name, c.spec.DBType, v)}
 }
-

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +16,7 @@ import (
 	"cloud.google.com/go/civil"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
 	"github.com/sluicehq/sluice/schemas"
@@ -162,7 +167,9 @@ func TestQueryTimeoutAndConcurrency(t *testing.T) {
 	}
 }
 
-// BenchmarkDuckDBStream streams 100k event-like rows (8 columns, one JSON).
+// BenchmarkDuckDBStream streams 100k event-like rows (8 columns, one JSON)
+// through the streaming reader and, as the baseline, the database/sql
+// reader Stream used before.
 func BenchmarkDuckDBStream(b *testing.B) {
 	src := openTemp(b, 1)
 	exec(b, src, `CREATE TABLE events AS SELECT
@@ -171,19 +178,125 @@ func BenchmarkDuckDBStream(b *testing.B) {
 		CAST(i % 100 AS DOUBLE) AS value, i % 2 = 0 AS flag, DATE '2024-01-02' AS day,
 		CAST('{"plan": "pro", "n": ' || CAST(i AS VARCHAR) || '}' AS JSON) AS metadata
 		FROM range(100000) t(i)`)
-	benchStream(b, src, "SELECT user_id, device_id, event_name, ts, value, flag, day, metadata FROM events WHERE day = $1")
+	query := "SELECT user_id, device_id, event_name, ts, value, flag, day, metadata FROM events WHERE day = $1"
+	day := civil.Date{Year: 2024, Month: 1, Day: 2}
+	for _, r := range readers(src) {
+		b.Run("reader="+r.name, func(b *testing.B) {
+			benchStream(b, r.stream, query, day, 100000)
+		})
+	}
 }
 
-func benchStream(b *testing.B, src warehouse.Source, query string) {
-	day := civil.Date{Year: 2024, Month: 1, Day: 2}
+type streamFunc func(ctx context.Context, query string, day civil.Date, batchRows int, emit func(*warehouse.Batch) error) (int64, error)
+
+func readers(src *Source) []struct {
+	name   string
+	stream streamFunc
+} {
+	return []struct {
+		name   string
+		stream streamFunc
+	}{{"stream", src.Stream}, {"database-sql", src.sqlStream}}
+}
+
+func benchStream(b *testing.B, stream streamFunc, query string, day civil.Date, want int64) {
 	b.ReportAllocs()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	var rows int64
 	for b.Loop() {
-		n, err := src.Stream(context.Background(), query, day, 2000, func(*warehouse.Batch) error { return nil })
-		if err != nil || n != 100000 {
-			b.Fatalf("Stream = %d, %v", n, err)
+		n, err := stream(context.Background(), query, day, 2000, func(*warehouse.Batch) error { return nil })
+		if err != nil || n != want {
+			b.Fatalf("Stream = %d, %v; want %d", n, err, want)
 		}
 		rows += n
 	}
+	runtime.ReadMemStats(&ms1)
 	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(rows), "ns/row")
+	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(rows), "allocs/row")
+}
+
+// BenchmarkDuckDBDemoDay streams one day of the demo events (demo's
+// BenchSpec, the extractor's bench query) with each reader and reports the
+// process's peak RSS while streaming (VmHWM, reset once the day is seeded)
+// next to the RSS it started from. Peak RSS is per process: run one reader
+// per process, with SLUICE_BENCH_DAY_ROWS rows (default 100,000); a day
+// seeded into SLUICE_BENCH_DUCKDB_DIR is kept for the next run, and
+// SLUICE_BENCH_DUCKDB_OPTIONS (e.g. memory_limit=128MB) is the DSN's query:
+//
+//	SLUICE_BENCH_DAY_ROWS=2000000 go test -run '^$' -bench 'DemoDay/reader=stream$' -benchtime 1x ./pkg/warehouse/duckdb/
+func BenchmarkDuckDBDemoDay(b *testing.B) {
+	rows := 100_000
+	if v := os.Getenv("SLUICE_BENCH_DAY_ROWS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatalf("SLUICE_BENCH_DAY_ROWS=%q: %v", v, err)
+		}
+		rows = n
+	}
+	day := civil.Date{Year: 2024, Month: 3, Day: 14}
+	path := seededDemoDay(b, day, rows)
+	if opts := os.Getenv("SLUICE_BENCH_DUCKDB_OPTIONS"); opts != "" {
+		path += "?" + opts
+	}
+	src, err := Open(config.Connection{Name: "bench", Kind: "duckdb", Path: path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	for _, r := range readers(src) {
+		b.Run("reader="+r.name, func(b *testing.B) {
+			runtime.GC()
+			debug.FreeOSMemory()
+			start := resetPeakRSS(b)
+			benchStream(b, r.stream, demo.EventsQuery(`"events"`), day, int64(rows))
+			b.ReportMetric(float64(procStatusKiB(b, "VmHWM"))/1024, "peak-RSS-MiB")
+			b.ReportMetric(float64(start)/1024, "start-RSS-MiB")
+		})
+	}
+}
+
+func seededDemoDay(b *testing.B, day civil.Date, rows int) string {
+	dir := os.Getenv("SLUICE_BENCH_DUCKDB_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	path := filepath.Join(dir, fmt.Sprintf("demo-%s-%d.duckdb", day, rows))
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if _, err := demo.SeedDuckDBFile(context.Background(), path+".tmp", demo.BenchSpec(day, rows)); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// resetPeakRSS sets VmHWM to the current RSS (Linux 4.0+) and returns it.
+func resetPeakRSS(b *testing.B) int64 {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Skipf("cannot reset peak RSS: %v", err)
+	}
+	return procStatusKiB(b, "VmRSS")
+}
+
+func procStatusKiB(b *testing.B, field string) int64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				b.Fatalf("%s: %v", line, err)
+			}
+			return kib
+		}
+	}
+	b.Fatalf("no %s in /proc/self/status", field)
+	return 0
 }
