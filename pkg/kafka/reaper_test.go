@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestMemberKilledWhileJoiningIsEvicted replays what the fault suite saw:
@@ -79,6 +81,204 @@ func TestMemberKilledWhileJoiningIsEvicted(t *testing.T) {
 	}
 }
 
+// TestDeadMemberDoesNotHoldARebalance: a member killed while its join is
+// parked has no session timer once the round completes with it; if the
+// group is not Stable by the time the reaper would act (the dead member
+// was made leader and never syncs, or a newcomer's join started another
+// round that waits for the dead member to rejoin), kfake waits for it for
+// the whole rebalance timeout (60 s), and the fault suite saw every
+// partition of the group idle that long. The reaper must evict it in
+// those states too.
+func TestDeadMemberDoesNotHoldARebalance(t *testing.T) {
+	broker, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	const group, topic = "g", "t"
+	c := broker.Cluster()
+	if err := c.CreateTopic(topic, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Far below the 60 s kfake would wait without the reaper.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	_, killFirst := startMember(t, broker.Addrs(), group, topic)
+	if _, err := c.WaitGroupStable(ctx, group, 1); err != nil {
+		t.Fatalf("first member never stable: %v", err)
+	}
+	killFirst()
+	_, killSecond := startMember(t, broker.Addrs(), group, topic)
+	if _, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
+		return g != nil && g.State == "PreparingRebalance" && len(g.Members) == 2
+	}); err != nil {
+		t.Fatalf("second member's join never parked: %v", err)
+	}
+	killSecond()
+	// The first member's session runs out, the round completes with the
+	// dead second member alone: it is the leader, and its SyncGroup never
+	// comes.
+	if _, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
+		return g != nil && g.State == "CompletingRebalance" && len(g.Members) == 1
+	}); err != nil {
+		t.Fatalf("the round never completed with the dead member: %v", err)
+	}
+	// A newcomer's join moves the group back to PreparingRebalance, where
+	// it waits for the dead member to rejoin.
+	third, _ := startMember(t, broker.Addrs(), group, topic)
+	defer third.Close()
+	final, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
+		id, _ := third.GroupMetadata()
+		return g != nil && g.State == "Stable" && len(g.Members) == 1 &&
+			g.Members[0].MemberID == id && g.Members[0].NumAssigned() == 3
+	})
+	if err != nil {
+		t.Fatalf("the live member never got every partition (kfake waits 60 s for the dead member): %+v", final)
+	}
+}
+
+// TestParkedJoinIsNotEvicted: a live member whose JoinGroup waits longer
+// than its session timeout (another member holds the rebalance by
+// heartbeating without rejoining) sends nothing meanwhile, and must keep
+// its membership: evicting it would leave its parked join unanswered.
+func TestParkedJoinIsNotEvicted(t *testing.T) {
+	broker, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	const group, topic = "g", "t"
+	c := broker.Cluster()
+	if err := c.CreateTopic(topic, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	holder := joinByHand(ctx, t, broker.Addrs(), group, topic)
+	defer holder.cl.Close()
+	member, _ := startMember(t, broker.Addrs(), group, topic)
+	defer member.Close()
+	parked, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
+		return g != nil && g.State == "PreparingRebalance" && len(g.Members) == 2
+	})
+	if err != nil {
+		t.Fatalf("the member's join never parked: %v", err)
+	}
+	var parkedID string
+	for _, m := range parked.Members {
+		if m.MemberID != holder.id {
+			parkedID = m.MemberID
+		}
+	}
+	// The holder heartbeats (kfake keeps it) but does not rejoin: the
+	// member's join stays parked for well past its 1 s session + grace.
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) {
+		holder.heartbeat(ctx, t)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if g := c.GroupInfo(group); g == nil || g.State != "PreparingRebalance" || len(g.Members) != 2 {
+		t.Fatalf("while the holder held the rebalance the group changed: %+v", g)
+	}
+	holder.leave(ctx, t)
+	final, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
+		return g != nil && g.State == "Stable" && len(g.Members) == 1 && g.Members[0].NumAssigned() == 3
+	})
+	if err != nil {
+		t.Fatalf("the member never got every partition: %+v", final)
+	}
+	if final.Members[0].MemberID != parkedID {
+		t.Errorf("the parked member was evicted: it is %s now, was %s", final.Members[0].MemberID, parkedID)
+	}
+}
+
+// handMember is a group member driven request by request.
+type handMember struct {
+	cl         *kgo.Client
+	group, id  string
+	generation int32
+}
+
+// joinByHand makes a member the only one of a Stable group, holding
+// every partition of topic, with raw JoinGroup and SyncGroup requests.
+func joinByHand(ctx context.Context, t testing.TB, addrs []string, group, topic string) *handMember {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := kmsg.NewConsumerMemberMetadata()
+	meta.Topics = []string{topic}
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Group = group
+	join.SessionTimeoutMillis = 1000
+	join.RebalanceTimeoutMillis = 60000
+	join.ProtocolType = "consumer"
+	p := kmsg.NewJoinGroupRequestProtocol()
+	p.Name = "cooperative-sticky"
+	p.Metadata = meta.AppendTo(nil)
+	join.Protocols = append(join.Protocols, p)
+	var resp *kmsg.JoinGroupResponse
+	for range 2 { // the first join only hands out the member id
+		if resp, err = join.RequestWith(ctx, cl); err != nil {
+			t.Fatal(err)
+		}
+		join.MemberID = resp.MemberID
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		t.Fatalf("join by hand: %v", err)
+	}
+	assignment := kmsg.NewConsumerMemberAssignment()
+	at := kmsg.NewConsumerMemberAssignmentTopic()
+	at.Topic, at.Partitions = topic, []int32{0, 1, 2}
+	assignment.Topics = append(assignment.Topics, at)
+	sync := kmsg.NewPtrSyncGroupRequest()
+	sync.Group, sync.MemberID, sync.Generation = group, resp.MemberID, resp.Generation
+	sync.ProtocolType, sync.Protocol = kmsg.StringPtr("consumer"), kmsg.StringPtr("cooperative-sticky")
+	ga := kmsg.NewSyncGroupRequestGroupAssignment()
+	ga.MemberID, ga.MemberAssignment = resp.MemberID, assignment.AppendTo(nil)
+	sync.GroupAssignment = append(sync.GroupAssignment, ga)
+	sresp, err := sync.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(sresp.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("sync by hand: %v", err)
+	}
+	return &handMember{cl: cl, group: group, id: resp.MemberID, generation: resp.Generation}
+}
+
+// heartbeat keeps the member's session; a rebalance in progress is not
+// an error here (the member deliberately does not rejoin).
+func (m *handMember) heartbeat(ctx context.Context, t testing.TB) {
+	t.Helper()
+	req := kmsg.NewPtrHeartbeatRequest()
+	req.Group, req.MemberID, req.Generation = m.group, m.id, m.generation
+	resp, err := req.RequestWith(ctx, m.cl)
+	if err == nil {
+		if err = kerr.ErrorForCode(resp.ErrorCode); errors.Is(err, kerr.RebalanceInProgress) {
+			err = nil
+		}
+	}
+	if err != nil {
+		t.Fatalf("heartbeat by hand: %v", err)
+	}
+}
+
+func (m *handMember) leave(ctx context.Context, t testing.TB) {
+	t.Helper()
+	req := kmsg.NewPtrLeaveGroupRequest()
+	req.Group = m.group
+	lm := kmsg.NewLeaveGroupRequestMember()
+	lm.MemberID = m.id
+	req.Members = append(req.Members, lm)
+	if _, err := req.RequestWith(ctx, m.cl); err != nil {
+		t.Fatalf("leave by hand: %v", err)
+	}
+}
+
 // startMember starts a consumer group member whose kill drops its
 // connections and refuses new ones, so it vanishes without a LeaveGroup,
 // like a SIGKILLed process.
@@ -91,7 +291,9 @@ func startMember(t testing.TB, addrs []string, group, topic string) (*kgo.Client
 		kgo.ConsumeTopics(topic),
 		kgo.SessionTimeout(time.Second),
 		kgo.HeartbeatInterval(100*time.Millisecond),
-		kgo.RebalanceTimeout(5*time.Second),
+		// franz-go's default rebalance timeout (60 s), as in the services:
+		// kfake's rebalance and pending-sync timers, which run that long,
+		// must not be what rescues a test group.
 		kgo.Dialer(d.dial),
 	)
 	if err != nil {

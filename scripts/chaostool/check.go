@@ -282,6 +282,7 @@ func (r *reconciler) deadLetters(ctx context.Context) (map[string]int64, error) 
 // returns the last mismatches.
 func (r *reconciler) waitReconciled(ctx context.Context, timeout time.Duration) ([]mismatch, time.Duration, error) {
 	start := time.Now()
+	nextReport := start.Add(stallReportAfter)
 	var last []mismatch
 	for {
 		got, err := r.check(ctx)
@@ -293,6 +294,10 @@ func (r *reconciler) waitReconciled(ctx context.Context, timeout time.Duration) 
 		} else {
 			logf("reconcile: %v (will retry)", err)
 			last = []mismatch{{"-", "-", err.Error()}}
+		}
+		if time.Now().After(nextReport) {
+			r.reportStall(ctx, time.Since(start), last)
+			nextReport = time.Now().Add(stallReportAfter)
 		}
 		if time.Since(start) > timeout || errors.Is(ctx.Err(), context.Canceled) {
 			sort.Slice(last, func(i, j int) bool { return last[i].String() < last[j].String() })

@@ -63,6 +63,7 @@ type options struct {
 	settle   time.Duration
 	bin      string // a built sluice binary; built when empty
 	keep     bool   // keep the database and work directory
+	logLevel string // the services' --log-level (default warn)
 	logEvery bool
 }
 
@@ -77,6 +78,7 @@ func main() {
 	fs.DurationVar(&o.settle, "settle", 0, "how long a scenario may take to reconcile after its faults (default 4m, 2m with --short)")
 	fs.StringVar(&o.bin, "bin", "", "a built sluice binary (default: go build ./services/sluice)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the database and the work directory (logs) afterwards")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "the services' log level (their logs are in the work directory)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -116,6 +118,9 @@ func (o *options) defaults() {
 	}
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())
+	}
+	if o.logLevel == "" {
+		o.logLevel = "warn"
 	}
 }
 
@@ -294,7 +299,7 @@ func (s *suite) setUp(ctx context.Context) (func(), error) {
 		p := &proc{name: name, bin: bin, restartDelay: 300 * time.Millisecond, logPath: filepath.Join(dir, name+".log"),
 			env: []string{"SLUICE_CHAOS_WAREHOUSE_DSN=" + dsn},
 			args: []string{"run", "--target=" + name, "--config", cfgPath, "--admin-addr", "127.0.0.1:" + strconv.Itoa(port),
-				"--log-format", "text", "--log-level", "warn", "--drain-timeout", "5s",
+				"--log-format", "text", "--log-level", s.o.logLevel, "--drain-timeout", "5s",
 				"--planner-tick", "1s", "--watcher-tick", "1s"}}
 		s.procs[name] = p
 		p.supervise(superCtx)
