@@ -95,6 +95,11 @@ type Connection struct {
 
 	// duckdb
 	Path string `yaml:"path"`
+	// MemoryLimit caps the memory of the DuckDB database Sluice opens
+	// ("128MB", "1GB"); empty means DefaultDuckDBMemoryLimit. DuckDB caches
+	// the table blocks a scan reads up to this limit, and spills big sorts
+	// and joins to disk beyond it.
+	MemoryLimit string `yaml:"memory_limit"`
 
 	// postgres / redshift
 	DSNEnv      string `yaml:"dsn_env"`

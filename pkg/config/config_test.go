@@ -76,6 +76,7 @@ func TestParseNamesTheBadField(t *testing.T) {
 		{"unknown zone", "schedule: {mode: api_triggered}", "schedule: {timezone: Mars/Olympus}", "ingestions[1].schedule.timezone"},
 		{"ratio half mapped", "numerator: n, denominator: d", "numerator: n", "ingestions[1].mapping"},
 		{"bad timestamp unit", "timestamp: ts,", "timestamp: ts, timestamp_unit: hours,", "ingestions[0].mapping.timestamp_unit"},
+		{"bad duckdb memory limit", "{name: wh, kind: postgres, dsn_env: WH_DSN}", "{name: wh, kind: duckdb, path: wh.duckdb, memory_limit: lots}", "connections[0].memory_limit"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,5 +109,14 @@ func TestFixedOffsetTimezone(t *testing.T) {
 	}
 	if _, off := time.Date(2024, 7, 1, 0, 0, 0, 0, loc).Zone(); off != -8*3600 {
 		t.Fatalf("offset = %d", off)
+	}
+}
+
+func TestValidMemoryLimit(t *testing.T) {
+	for s, want := range map[string]bool{"128MB": true, "1.5GB": true, "512 MiB": true, "2TB": true,
+		"": false, "128": false, "lots": false, "1GB'; DROP TABLE x": false, "-1GB": false} {
+		if got := ValidMemoryLimit(s); got != want {
+			t.Errorf("ValidMemoryLimit(%q) = %v, want %v", s, got, want)
+		}
 	}
 }

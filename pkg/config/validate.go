@@ -160,6 +160,9 @@ func (f *File) Validate() error {
 			if c.Path == "" {
 				bad(field+".path", "duckdb needs a database file path")
 			}
+			if c.MemoryLimit != "" && !ValidMemoryLimit(c.MemoryLimit) {
+				bad(field+".memory_limit", "%q is not a size like 128MB or 2GB", c.MemoryLimit)
+			}
 		case "postgres", "redshift":
 			if c.DSNEnv == "" && c.Host == "" {
 				bad(field, "%s needs dsn_env or host", c.Kind)
@@ -323,3 +326,14 @@ func (f *File) Ingestion(project, name string) (*Ingestion, bool) {
 	}
 	return nil, false
 }
+
+// DefaultDuckDBMemoryLimit keeps a DuckDB warehouse's block cache within a
+// service's 256 MiB: a day streamed out of a large table would otherwise
+// fill it up to DuckDB's default of 80% of the machine's memory.
+const DefaultDuckDBMemoryLimit = "128MB"
+
+var memoryLimitPattern = regexp.MustCompile(`^[0-9]+(\.[0-9]+)? ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$`)
+
+// ValidMemoryLimit reports whether s is a size DuckDB's memory_limit
+// accepts, in the only forms Sluice passes on (it is put into a SET).
+func ValidMemoryLimit(s string) bool { return memoryLimitPattern.MatchString(s) }

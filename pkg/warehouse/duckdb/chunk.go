@@ -2,6 +2,7 @@ package duckdb
 
 import (
 	"fmt"
+	"math"
 	"unsafe"
 
 	bindings "github.com/duckdb/duckdb-go-bindings"
@@ -38,7 +39,7 @@ func readerFor(c column, t bindings.Type) (reader, error) {
 		}
 	case kindDate:
 		if t == bindings.TypeDate { // int32 days since 1970-01-01
-			r = readFixed(func(v int32) int64 { return int64(v) }, (*warehouse.Batch).AppendDate)
+			r = readFixed(days, (*warehouse.Batch).AppendDate)
 		}
 	case kindTimestamp:
 		r = timestampReader(t)
@@ -85,15 +86,46 @@ func timestampReader(t bindings.Type) reader {
 	appendTS := (*warehouse.Batch).AppendTimestamp
 	switch t {
 	case bindings.TypeTimestamp, bindings.TypeTimestampTZ:
-		return readFixed(func(us int64) int64 { return us }, appendTS)
+		return readFixed(finite(func(us int64) int64 { return us }), appendTS)
 	case bindings.TypeTimestampS:
-		return readFixed(func(s int64) int64 { return s * 1e6 }, appendTS)
+		return readFixed(finite(func(s int64) int64 { return s * 1e6 }), appendTS)
 	case bindings.TypeTimestampMS:
-		return readFixed(func(ms int64) int64 { return ms * 1e3 }, appendTS)
+		return readFixed(finite(func(ms int64) int64 { return ms * 1e3 }), appendTS)
 	case bindings.TypeTimestampNS:
-		return readFixed(floorMicros, appendTS)
+		return readFixed(finite(floorMicros), appendTS)
 	}
 	return nil
+}
+
+// DuckDB stores infinity and -infinity as the largest magnitudes of the
+// value's integer type. They become math.MaxInt64 and math.MinInt64, as
+// PostgreSQL's do (TYPES.md), instead of dates and instants that never were.
+const (
+	dateInfinity      = math.MaxInt32
+	timestampInfinity = math.MaxInt64
+)
+
+func days(v int32) int64 {
+	switch v {
+	case dateInfinity:
+		return math.MaxInt64
+	case -dateInfinity:
+		return math.MinInt64
+	}
+	return int64(v)
+}
+
+// finite wraps a timestamp unit conversion so infinities pass unscaled.
+func finite(toMicros func(int64) int64) func(int64) int64 {
+	return func(v int64) int64 {
+		switch v {
+		case timestampInfinity:
+			return math.MaxInt64
+		case -timestampInfinity:
+			return math.MinInt64
+		}
+		return toMicros(v)
+	}
 }
 
 func floorMicros(ns int64) int64 {

@@ -52,6 +52,10 @@ func Open(cfg config.Connection) (*Source, error) {
 		db.Close()
 		return nil, categorize(fmt.Errorf("open duckdb %s: %w", cfg.Path, err))
 	}
+	if err := setMemoryLimit(db, cfg.MemoryLimit); err != nil {
+		db.Close()
+		return nil, err
+	}
 	native, err := openNative(cfg.Path)
 	if err != nil {
 		db.Close()
@@ -61,6 +65,24 @@ func Open(cfg config.Connection) (*Source, error) {
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
 	return &Source{db: db, native: native, slots: warehouse.NewQuerySlots(n, cfg.QueryTimeout)}, nil
+}
+
+// setMemoryLimit caps the database's memory (config.DefaultDuckDBMemoryLimit
+// unless the connection sets memory_limit). It is SET GLOBAL rather than a
+// DSN option: the instance is shared with every other opener of the same
+// path in this process, and DuckDB refuses a second open with another
+// configuration.
+func setMemoryLimit(db *sql.DB, limit string) error {
+	if limit == "" {
+		limit = config.DefaultDuckDBMemoryLimit
+	}
+	if !config.ValidMemoryLimit(limit) { // it goes into the SQL text: SET takes no parameters
+		return &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("duckdb memory_limit %q is not a size like 128MB", limit)}
+	}
+	if _, err := db.Exec("SET GLOBAL memory_limit = '" + limit + "'"); err != nil {
+		return categorize(fmt.Errorf("set duckdb memory_limit %s: %w", limit, err))
+	}
+	return nil
 }
 
 // DB exposes the database, for seeding demo and test data.
@@ -284,12 +306,15 @@ func (s *Source) Count(ctx context.Context, query string, day civil.Date) (int64
 	return n, nil
 }
 
-// fingerprintSQL sums, over the rows, the first 60 bits of the MD5 of each
-// row's text form (DuckDB's VARCHAR cast of the row struct, nulls
-// included). A sum is order-independent, counts duplicate rows, and MD5
-// is stable across DuckDB versions, unlike hash(). The row count is part
-// of the digest.
-const fingerprintSQL = "SELECT CAST(count(*) AS VARCHAR) || ':' || CAST(coalesce(sum(CAST(('0x' || substr(md5(CAST(q AS VARCHAR)), 1, 15)) AS UBIGINT)), 0) AS VARCHAR) FROM "
+// fingerprintSQL sums, over the rows, a 60-bit share of DuckDB's hash of
+// each row (the row struct, nulls included). A sum is order-independent
+// and counts duplicate rows, and the row count is part of the digest.
+// hash() is about eight times cheaper than the MD5 of the row's text
+// (0.5 s against 4.1 s for a 2M-row day here), which matters because the
+// extractor fingerprints every day it loads and the watcher every day it
+// watches. DuckDB does not promise hash() stays the same across versions:
+// after an upgrade a watched day may reload once, never be missed.
+const fingerprintSQL = "SELECT CAST(count(*) AS VARCHAR) || ':' || CAST(coalesce(sum(hash(q) >> 4), 0) AS VARCHAR) FROM "
 
 // Fingerprint implements warehouse.Source.
 func (s *Source) Fingerprint(ctx context.Context, query string, day civil.Date) (string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -299,4 +300,60 @@ func procStatusKiB(b *testing.B, field string) int64 {
 	}
 	b.Fatalf("no %s in /proc/self/status", field)
 	return 0
+}
+
+// TestInfinities: DuckDB's infinite dates and timestamps arrive as the
+// extreme int64 values, as PostgreSQL's do, whatever the timestamp unit.
+func TestInfinities(t *testing.T) {
+	src := openTemp(t, 1)
+	query := `SELECT 'infinity'::DATE AS d, '-infinity'::DATE AS nd, 'infinity'::TIMESTAMP AS ts, '-infinity'::TIMESTAMP AS nts,
+		'infinity'::TIMESTAMPTZ AS tz, CAST('infinity' AS TIMESTAMP_S) AS s, CAST('-infinity' AS TIMESTAMP_MS) AS nms,
+		CAST('infinity' AS TIMESTAMP_NS) AS ns, DATE '1969-12-31' AS finite_d, CAST('1969-12-31 23:59:59.999999999' AS TIMESTAMP_NS) AS finite_ns
+		WHERE $1::DATE IS NOT NULL`
+	var got []int64
+	_, err := src.Stream(context.Background(), query, civil.Date{Year: 2024, Month: 5, Day: 6}, 10, func(b *warehouse.Batch) error {
+		for _, c := range b.Columns {
+			got = append(got, c.Longs[0])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{math.MaxInt64, math.MinInt64, math.MaxInt64, math.MinInt64, math.MaxInt64, math.MaxInt64, math.MinInt64, math.MaxInt64, -1, -1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("values %v, want %v", got, want)
+	}
+}
+
+// TestMemoryLimit: the database's block cache is capped by the
+// connection's memory_limit, 128MB when unset; a malformed limit is a
+// configuration error, never SQL.
+func TestMemoryLimit(t *testing.T) {
+	limitOf := func(src *Source) string {
+		t.Helper()
+		var v string
+		if err := src.DB().QueryRow("SELECT current_setting('memory_limit')").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	src := openTemp(t, 1)
+	if got := limitOf(src); got != "122.0 MiB" { // DuckDB prints 128MB (10^6 bytes) in MiB
+		t.Errorf("default memory_limit = %q, want 128MB (122.0 MiB)", got)
+	}
+	path := filepath.Join(t.TempDir(), "other.duckdb")
+	big, err := Open(config.Connection{Name: "big", Kind: "duckdb", Path: path, MemoryLimit: "1GB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	if got := limitOf(big); got != "953.6 MiB" {
+		t.Errorf("memory_limit 1GB = %q, want 953.6 MiB", got)
+	}
+	_, err = Open(config.Connection{Name: "bad", Kind: "duckdb", Path: filepath.Join(t.TempDir(), "bad.duckdb"), MemoryLimit: "1GB'; DROP TABLE x; --"})
+	var we *warehouse.Error
+	if !errors.As(err, &we) || we.Category != warehouse.CategoryConfig {
+		t.Fatalf("Open with a malformed memory_limit = %v, want a %s", err, warehouse.CategoryConfig)
+	}
 }
