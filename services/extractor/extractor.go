@@ -393,7 +393,7 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 	}
 	topic := s.deps.Kafka.Topic(schemas.TopicRawRows)
 	key := kafka.DayKey(req.Project, req.Ingestion, req.Date)
-	out := &producer{client: s.client}
+	out := kafka.NewAsyncProducer(s.client)
 	raw := schemas.RawBatch{
 		RunID: req.RunID, ExtractID: extractID, Project: req.Project, Ingestion: req.Ingestion,
 		Date: req.Date, Trigger: req.Trigger, Fence: req.Fence, Kind: schemas.KindRows,
@@ -422,7 +422,7 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		if err != nil {
 			return fmt.Errorf("encode batch %d: %w", batches, err)
 		}
-		if err := out.produce(ctx, &kgo.Record{Topic: topic, Key: key, Value: data}); err != nil {
+		if err := out.Produce(ctx, &kgo.Record{Topic: topic, Key: key, Value: data}); err != nil {
 			return err
 		}
 		batches++
@@ -432,7 +432,7 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		return nil
 	})
 	if err != nil {
-		_ = out.wait(ctx)
+		_ = out.Wait(ctx)
 		return rows, batches, err
 	}
 	if total != rows {
@@ -449,10 +449,10 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 	if err != nil {
 		return rows, batches, fmt.Errorf("encode end: %w", err)
 	}
-	if err := out.produce(ctx, &kgo.Record{Topic: topic, Key: key, Value: data}); err != nil {
+	if err := out.Produce(ctx, &kgo.Record{Topic: topic, Key: key, Value: data}); err != nil {
 		return rows, batches, err
 	}
-	if err := out.wait(ctx); err != nil {
+	if err := out.Wait(ctx); err != nil {
 		return rows, batches, err
 	}
 	return rows, batches, nil
@@ -501,50 +501,6 @@ func (s *Service) deadLetter(ctx context.Context, rec *kgo.Record, req schemas.I
 	}
 	if err != nil {
 		s.deps.Logger.Error("publish dead letter", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "reason", reason, "err", err)
-	}
-}
-
-// producer produces asynchronously and remembers the first error, so an
-// extraction can stream at full speed and still know every batch landed.
-type producer struct {
-	client *kgo.Client
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	err    error
-}
-
-func (p *producer) produce(ctx context.Context, r *kgo.Record) error {
-	if err := p.firstErr(); err != nil {
-		return err
-	}
-	p.wg.Add(1)
-	p.client.Produce(ctx, r, func(_ *kgo.Record, err error) {
-		if err != nil {
-			p.mu.Lock()
-			if p.err == nil {
-				p.err = fmt.Errorf("produce to %s: %w", r.Topic, err)
-			}
-			p.mu.Unlock()
-		}
-		p.wg.Done()
-	})
-	return nil
-}
-
-func (p *producer) firstErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-func (p *producer) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return p.firstErr()
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -111,18 +111,27 @@ func (s *Service) Run(ctx context.Context) error {
 	return kafka.Consume(ctx, s.client, s.consumerConfig(), s.deps.Logger, s.handle)
 }
 
-// handle maps one poll's records and produces the results; it returns
-// only when every output is acknowledged, so offsets are committed after.
+// handle maps one poll's records, producing each one's results as soon as
+// they are mapped (the broker acknowledges them while the next records are
+// mapped), and returns only when every output is acknowledged, so offsets
+// are committed after. Records of one partition keep their order: franz-go
+// produces them in the order given, idempotently.
 func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
-	out := make([]*kgo.Record, 0, len(records)+8)
+	out := kafka.NewAsyncProducer(s.client)
 	for _, rec := range records {
 		produced, err := s.mapRecord(rec)
 		if err != nil {
+			_ = out.Wait(ctx)
 			return err
 		}
-		out = append(out, produced...)
+		for _, r := range produced {
+			if err := out.Produce(ctx, r); err != nil {
+				_ = out.Wait(ctx)
+				return err
+			}
+		}
 	}
-	return kafka.ProduceSync(ctx, s.client, out...)
+	return out.Wait(ctx)
 }
 
 // mapRecord returns the records one raw-rows record turns into.
