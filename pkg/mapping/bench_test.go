@@ -92,3 +92,32 @@ func benchMap(b *testing.B, raw *schemas.RawBatch, newMapper func() (*Mapper, er
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchRows), "ns/row")
 	b.ReportMetric(float64(testing.AllocsPerRun(1, func() { m.Map(raw, &out, nil) }))/benchRows, "allocs/row")
 }
+
+// BenchmarkMetadataJSON is metadataJSONOf alone on demo-like rows (pkg/demo
+// properties next to two fixed columns), and, for comparison on a busy
+// machine, the implementation before the single-pass rewrite.
+func BenchmarkMetadataJSON(b *testing.B) {
+	const cell = `{"session_id":"s_1x9kq2m","referrer":"google","utm":{"campaign":"spring_sale","medium":"cpc"},"is_mobile":true,` +
+		`"cart":{"items":3,"currency":"NZD"},"coupon":null,"tags":["ios","NZ"],"screen_width":1280}`
+	cols := []schemas.Column{
+		fuzzColumn("plan", schemas.TypeString, false, "pro", "pro"),
+		fuzzColumn("country", schemas.TypeString, false, "NZ", "NZ"),
+		fuzzColumn("meta", schemas.TypeJSON, false, cell, cell),
+	}
+	m := newMetadataMapper(b, cols)
+	old := &oracle{Mapper: newMetadataMapper(b, cols)}
+	b.Run("single-pass", func(b *testing.B) {
+		for b.Loop() {
+			if _, f := m.metadataJSONOf(0); f.r != rNone {
+				b.Fatal(f.detail)
+			}
+		}
+	})
+	b.Run("before", func(b *testing.B) {
+		for b.Loop() {
+			if _, f := oracleMetadataJSONOf(old, 0); f.r != rNone {
+				b.Fatal(f.detail)
+			}
+		}
+	})
+}

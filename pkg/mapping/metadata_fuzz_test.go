@@ -66,8 +66,12 @@ func metadataSeeds() []string {
 // for any metadata_json cell, next to fixed metadata columns whose keys may
 // collide with the cell's: the same JSON, reason, field and detail.
 func FuzzMetadataJSON(f *testing.F) {
-	for j, s := range metadataSeeds() {
-		f.Add(s, `{"plan":"x"}`, "pro", uint8(j))
+	for _, s := range metadataSeeds() {
+		f.Add(s, `{"plan":"x"}`, "pro", uint8(0))
+		f.Add(`{"plan":"x"}`, s, "pro", uint8(1))
+	}
+	for nulls := range uint8(16) {
+		f.Add(`{"plan":"json","a":"\u0000"}`, `{"b":2}`, "pro", nulls)
 	}
 	f.Fuzz(func(t *testing.T, cell, next, plan string, nulls uint8) {
 		country := "NZ"
@@ -86,7 +90,8 @@ func FuzzMetadataJSON(f *testing.F) {
 			json, fl := got.metadataJSONOf(i)
 			oldJSON, oldFl := oracleMetadataJSONOf(old, i)
 			if json != oldJSON || fl != oldFl {
-				t.Fatalf("row %d, cell %q:\n got %q %+v\nwant %q %+v", i, cols[2].Strings[i], json, fl, oldJSON, oldFl)
+				cell := cols[2].Strings[i]
+				t.Fatalf("row %d, cell of %d bytes %s:\n got %s %+v\nwant %s %+v", i, len(cell), quote(cell), quote(json), fl, quote(oldJSON), oldFl)
 			}
 		}
 	})
@@ -101,7 +106,7 @@ func fuzzColumn(name, typ string, null bool, a, b string) schemas.Column {
 	return c
 }
 
-func newMetadataMapper(t *testing.T, cols []schemas.Column) *Mapper {
+func newMetadataMapper(t testing.TB, cols []schemas.Column) *Mapper {
 	t.Helper()
 	m, err := New(eventsIngestion(), testIDTypes)
 	if err != nil {
