@@ -330,7 +330,7 @@ func (f *File) Ingestion(project, name string) (*Ingestion, bool) {
 // DefaultDuckDBMemoryLimit keeps a DuckDB warehouse's block cache within a
 // service's 256 MiB: a day streamed out of a large table would otherwise
 // fill it up to DuckDB's default of 80% of the machine's memory.
-const DefaultDuckDBMemoryLimit = "128MB"
+const DefaultDuckDBMemoryLimit = "64MB"
 
 var memoryLimitPattern = regexp.MustCompile(`^[0-9]+(\.[0-9]+)? ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$`)
 

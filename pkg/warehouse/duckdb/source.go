@@ -35,11 +35,12 @@ var _ warehouse.Source = (*Source)(nil)
 //
 // Memory: a stream holds a few chunks and one batch, whatever the day's
 // size, but DuckDB's buffer pool keeps the table blocks a scan reads until
-// it needs the room, up to memory_limit (80% of RAM by default), so the
-// process's RSS follows the table read. Open sets no limit itself (it is
-// the database instance's, shared by every query on the file); a path
-// like "wh.duckdb?memory_limit=128MB" bounds it (a 2M-row demo day:
-// ~250 MiB peak RSS without, ~190 MiB with it).
+// it needs the room, up to memory_limit (80% of RAM by DuckDB's default),
+// so the process's RSS would follow the table read. Open sets the
+// connection's memory_limit (config.DefaultDuckDBMemoryLimit, 64MB, when
+// unset; it overrides one given in the path): a 2M- or 4M-row demo day
+// then streams at ~135 MiB peak RSS, as fast as without a limit, against
+// ~250 and ~440 MiB unbounded.
 func Open(cfg config.Connection) (*Source, error) {
 	if cfg.Path == "" {
 		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: errors.New("open duckdb: no database path")}

@@ -224,7 +224,8 @@ func benchStream(b *testing.B, stream streamFunc, query string, day civil.Date, 
 // next to the RSS it started from. Peak RSS is per process: run one reader
 // per process, with SLUICE_BENCH_DAY_ROWS rows (default 100,000); a day
 // seeded into SLUICE_BENCH_DUCKDB_DIR is kept for the next run, and
-// SLUICE_BENCH_DUCKDB_OPTIONS (e.g. memory_limit=128MB) is the DSN's query:
+// SLUICE_BENCH_DUCKDB_MEMORY_LIMIT (e.g. 128MB) is the connection's
+// memory_limit:
 //
 //	SLUICE_BENCH_DAY_ROWS=2000000 go test -run '^$' -bench 'DemoDay/reader=stream$' -benchtime 1x ./pkg/warehouse/duckdb/
 func BenchmarkDuckDBDemoDay(b *testing.B) {
@@ -238,10 +239,7 @@ func BenchmarkDuckDBDemoDay(b *testing.B) {
 	}
 	day := civil.Date{Year: 2024, Month: 3, Day: 14}
 	path := seededDemoDay(b, day, rows)
-	if opts := os.Getenv("SLUICE_BENCH_DUCKDB_OPTIONS"); opts != "" {
-		path += "?" + opts
-	}
-	src, err := Open(config.Connection{Name: "bench", Kind: "duckdb", Path: path})
+	src, err := Open(config.Connection{Name: "bench", Kind: "duckdb", Path: path, MemoryLimit: os.Getenv("SLUICE_BENCH_DUCKDB_MEMORY_LIMIT")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -327,7 +325,7 @@ func TestInfinities(t *testing.T) {
 }
 
 // TestMemoryLimit: the database's block cache is capped by the
-// connection's memory_limit, 128MB when unset; a malformed limit is a
+// connection's memory_limit, 64MB when unset; a malformed limit is a
 // configuration error, never SQL.
 func TestMemoryLimit(t *testing.T) {
 	limitOf := func(src *Source) string {
@@ -339,8 +337,8 @@ func TestMemoryLimit(t *testing.T) {
 		return v
 	}
 	src := openTemp(t, 1)
-	if got := limitOf(src); got != "122.0 MiB" { // DuckDB prints 128MB (10^6 bytes) in MiB
-		t.Errorf("default memory_limit = %q, want 128MB (122.0 MiB)", got)
+	if got := limitOf(src); got != "61.0 MiB" { // DuckDB prints 64MB (10^6 bytes) in MiB
+		t.Errorf("default memory_limit = %q, want 64MB (61.0 MiB)", got)
 	}
 	path := filepath.Join(t.TempDir(), "other.duckdb")
 	big, err := Open(config.Connection{Name: "big", Kind: "duckdb", Path: path, MemoryLimit: "1GB"})
