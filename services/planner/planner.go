@@ -130,12 +130,21 @@ func (s *Service) Run(ctx context.Context) error {
 		return kafka.Consume(ctx, s.client, s.consumerConfig(), s.deps.Logger, s.handleCandidates)
 	})
 	g.Go(func() error {
-		if err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
-			s.deps.Logger.Error("catch up missed days", "err", err)
-		}
+		catchingUp := true
 		t := time.NewTicker(s.cfg.Tick)
 		defer t.Stop()
 		for {
+			// Catch-up runs again on later ticks while it skipped a day
+			// whose lease was held: the holder may be a dispatch killed
+			// before it published (its short lease runs out), which no
+			// other path would ever redo.
+			if catchingUp {
+				deferred, err := s.catchUp(ctx)
+				if err != nil && ctx.Err() == nil {
+					s.deps.Logger.Error("catch up missed days", "err", err)
+				}
+				catchingUp = deferred > 0 || err != nil
+			}
 			if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
 				s.deps.Logger.Error("planner tick", "err", err)
 			}
@@ -308,8 +317,16 @@ const onceTTL = 8 * 24 * time.Hour
 // back, that are not loaded and have rows: the windows missed while the
 // planner was down (or a first start).
 func (s *Service) CatchUp(ctx context.Context) error {
+	_, err := s.catchUp(ctx)
+	return err
+}
+
+// catchUp is CatchUp; deferred counts the days it skipped because their
+// lease was held (a run in flight, or a dispatch that died before
+// publishing): a later catch-up looks at them again.
+func (s *Service) catchUp(ctx context.Context) (deferred int, _ error) {
 	if s.cfg.CatchUpDays <= 0 {
-		return nil
+		return 0, nil
 	}
 	var errs []error
 	for i := range s.deps.Settings.Ingestions {
@@ -333,6 +350,7 @@ func (s *Service) CatchUp(ctx context.Context) error {
 				continue
 			}
 			if held, _, err := s.deps.State.DayHolder(ctx, state.DayKey{Project: ing.Project, Ingestion: ing.Name, Date: date}); err != nil || held != "" {
+				deferred++
 				continue
 			}
 			has, err := s.present(ctx, ing, d)
@@ -358,7 +376,7 @@ func (s *Service) CatchUp(ctx context.Context) error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return deferred, errors.Join(errs...)
 }
 
 // loaded returns the dates in [from, to] that the store shows loaded.

@@ -189,3 +189,61 @@ func TestCatchUp(t *testing.T) {
 		}
 	}
 }
+
+// TestCatchUpRetriesADayADeadDispatchHeld: a planner killed after marking
+// a catch-up day done and taking its lease, before recording or publishing
+// the run, leaves the day held by a run that does not exist. The next
+// planner's catch-up must not give up on that day: once the dead
+// dispatch's short lease is gone, a later tick dispatches it (the fault
+// suite saw such a day never loaded until yet another planner start).
+func TestCatchUpRetriesADayADeadDispatchHeld(t *testing.T) {
+	hour := 10
+	sched := config.Schedule{Hour: &hour, Timezone: "-08:00"}
+	loc, _ := sched.Location()
+	today := civil.Date{Year: 2024, Month: time.May, Day: 9}
+	now := time.Date(2024, 5, 9, 11, 0, 0, 0, loc)
+	spec := demo.Spec{Days: 1, LastDay: today.AddDays(-1), EventsPerDay: 30, MetricsPerDay: 10, Seed: 5}
+	e := newEnv(t, spec, sched, now)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p := e.planner(t, Config{CatchUpDays: 1, Tick: 50 * time.Millisecond})
+
+	// The dead planner's traces.
+	day := today.AddDays(-1)
+	ing, _ := e.settings.Ingestion(demo.ProjectName, demo.DailyMetrics)
+	key := state.DayKey{Project: demo.ProjectName, Ingestion: demo.DailyMetrics, Date: day.String()}
+	if _, err := e.state.Once(ctx, "schedule-done:"+p.dayKey(ing, day.String()), onceTTL); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := e.state.AcquireDay(ctx, key, "run-of-a-dead-dispatch", time.Hour); err != nil || !ok {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	// While the dead dispatch holds the day, nothing is dispatched...
+	waitFor(ctx, t, func() bool { return len(e.runs(t, demo.WebEvents, day)) == 1 })
+	if runs := e.runs(t, demo.DailyMetrics, day); len(runs) != 0 {
+		t.Fatalf("dispatched a day whose lease is held: %+v", runs)
+	}
+	// ...and once its lease is gone (here released; it expires after
+	// dispatchLease), a later tick's catch-up dispatches it.
+	if err := e.state.ReleaseDay(ctx, key, "run-of-a-dead-dispatch"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, func() bool { return len(e.runs(t, demo.DailyMetrics, day)) == 1 })
+}
+
+func waitFor(ctx context.Context, t *testing.T, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("condition never held: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
