@@ -37,10 +37,10 @@ var _ warehouse.Source = (*Source)(nil)
 // size, but DuckDB's buffer pool keeps the table blocks a scan reads until
 // it needs the room, up to memory_limit (80% of RAM by DuckDB's default),
 // so the process's RSS would follow the table read. Open sets the
-// connection's memory_limit (config.DefaultDuckDBMemoryLimit, 64MB, when
+// connection's memory_limit (config.DefaultDuckDBMemoryLimit, 32MB, when
 // unset; it overrides one given in the path): a 2M- or 4M-row demo day
-// then streams at ~135 MiB peak RSS, as fast as without a limit, against
-// ~250 and ~440 MiB unbounded.
+// then streams at ~105 MiB peak RSS (in a test binary), as fast as without
+// a limit, against ~250 and ~440 MiB unbounded.
 func Open(cfg config.Connection) (*Source, error) {
 	if cfg.Path == "" {
 		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: errors.New("open duckdb: no database path")}

@@ -325,7 +325,7 @@ func TestInfinities(t *testing.T) {
 }
 
 // TestMemoryLimit: the database's block cache is capped by the
-// connection's memory_limit, 64MB when unset; a malformed limit is a
+// connection's memory_limit, 32MB when unset; a malformed limit is a
 // configuration error, never SQL.
 func TestMemoryLimit(t *testing.T) {
 	limitOf := func(src *Source) string {
@@ -337,8 +337,8 @@ func TestMemoryLimit(t *testing.T) {
 		return v
 	}
 	src := openTemp(t, 1)
-	if got := limitOf(src); got != "61.0 MiB" { // DuckDB prints 64MB (10^6 bytes) in MiB
-		t.Errorf("default memory_limit = %q, want 64MB (61.0 MiB)", got)
+	if got := limitOf(src); got != "30.5 MiB" { // DuckDB prints 32MB (10^6 bytes) in MiB
+		t.Errorf("default memory_limit = %q, want 32MB (30.5 MiB)", got)
 	}
 	path := filepath.Join(t.TempDir(), "other.duckdb")
 	big, err := Open(config.Connection{Name: "big", Kind: "duckdb", Path: path, MemoryLimit: "1GB"})
