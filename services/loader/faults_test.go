@@ -69,12 +69,11 @@ func runOf(day string, batches, per int) []*schemas.MappedBatch {
 }
 
 type faultRig struct {
-	stageConcurrency int
-	kcfg             kafka.Config
-	codecs           *schemas.Codecs
-	client           *kgo.Client
-	store            *flakyStore
-	state            *state.State
+	kcfg   kafka.Config
+	codecs *schemas.Codecs
+	client *kgo.Client
+	store  *flakyStore
+	state  *state.State
 }
 
 // newFaultRig builds the rig on the DuckDB store, or on a fresh schema of
@@ -170,7 +169,7 @@ func (r *faultRig) encode(t *testing.T, batches []*schemas.MappedBatch) [][]byte
 func (r *faultRig) runLoader(t *testing.T, want int) []store.Outcome {
 	t.Helper()
 	done := make(chan store.Outcome, 16)
-	svc, err := New(Config{Group: "loader-test", StageConcurrency: r.stageConcurrency}, Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: r.store, State: r.state,
+	svc, err := New(Config{Group: "loader-test"}, Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: r.store, State: r.state,
 		Logger:    slog.New(slog.DiscardHandler),
 		OnDayDone: func(_ context.Context, _ store.RunEnd, o store.Outcome) { done <- o }})
 	if err != nil {
@@ -229,25 +228,21 @@ func (r *faultRig) deadLetters(t *testing.T, want int) []schemas.DeadLetter {
 
 func TestLoaderFaults(t *testing.T) {
 	tests := []struct {
-		name        string
-		failures    int64 // store calls that fail before it comes back
-		poison      bool  // garbage precedes the run on its partition
-		concurrency int   // StageConcurrency
-		postgres    bool  // the PostgreSQL store instead of DuckDB
+		name     string
+		failures int64 // store calls that fail before it comes back
+		poison   bool  // garbage precedes the run on its partition
+		postgres bool  // the PostgreSQL store instead of DuckDB
 	}{
 		{name: "healthy store", failures: 0},
 		{name: "store down for a while: back off, resume, exactly once", failures: 4},
 		{name: "undecodable message is dead-lettered, the run behind it loads", poison: true},
 		{name: "poison and an outage together", failures: 3, poison: true},
-		// The first share's transaction fails while the others commit: the
-		// retry writes only what is missing.
-		{name: "PostgreSQL, a poll staged in three transactions, one fails", failures: 1, concurrency: 3, postgres: true},
-		{name: "PostgreSQL, two transactions, healthy", concurrency: 2, postgres: true},
+		{name: "PostgreSQL store, down for a while", failures: 3, postgres: true},
+		{name: "PostgreSQL store, poison", poison: true, postgres: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newFaultRig(t, tt.failures, tt.postgres)
-			r.stageConcurrency = tt.concurrency
 			const day, batches, per = "2024-03-01", 4, 25
 			run := r.encode(t, runOf(day, batches, per))
 			if tt.poison {

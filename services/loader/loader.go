@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,11 +27,6 @@ type Config struct {
 	Group            string // consumer group, default sluice-loader
 	MaxPollRecords   int
 	MaxRejectedShare float64 // a run rejecting more fails instead of loading
-	// StageConcurrency is how many transactions stage a poll's batches at
-	// once (default 1). A store server that ingests each COPY on one core
-	// (PostgreSQL) loads faster with a poll split over two or more; a
-	// store with a single writer (DuckDB) gains nothing.
-	StageConcurrency int
 }
 
 // Deps are the loader's collaborators.
@@ -80,7 +74,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.MaxRejectedShare == 0 {
 		cfg.MaxRejectedShare = 1
 	}
-	cfg.StageConcurrency = max(cfg.StageConcurrency, 1)
 	if deps.Codecs == nil || deps.Store == nil || deps.State == nil {
 		return nil, errors.New("loader: codecs, store and state are required")
 	}
@@ -166,8 +159,8 @@ func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 	}
 	if len(rows) > 0 {
 		start := s.deps.Clock()
-		if err := s.stageRows(ctx, rows); err != nil {
-			return err
+		if err := s.deps.Store.StageBatches(ctx, rows); err != nil {
+			return fmt.Errorf("stage %d batches: %w", len(rows), err)
 		}
 		s.stage.Observe(s.deps.Clock().Sub(start).Seconds())
 		for i, b := range rows {
@@ -181,32 +174,6 @@ func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 		}
 	}
 	return nil
-}
-
-// stageRows writes rows into the store in up to StageConcurrency transactions
-// at once, each a contiguous share of the poll. Staging is keyed by
-// (extraction, seq), so after a partial failure the retry of the whole
-// poll writes only the shares that did not commit.
-func (s *Service) stageRows(ctx context.Context, rows []*schemas.MappedBatch) error {
-	shares := min(s.cfg.StageConcurrency, len(rows))
-	if shares == 1 {
-		if err := s.deps.Store.StageBatches(ctx, rows); err != nil {
-			return fmt.Errorf("stage %d batches: %w", len(rows), err)
-		}
-		return nil
-	}
-	errs := make([]error, shares)
-	var wg sync.WaitGroup
-	for i := range shares {
-		share := rows[i*len(rows)/shares : (i+1)*len(rows)/shares]
-		wg.Go(func() {
-			if err := s.deps.Store.StageBatches(ctx, share); err != nil {
-				errs[i] = fmt.Errorf("stage %d batches: %w", len(share), err)
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // finish completes or fails one run and releases its day.

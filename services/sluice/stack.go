@@ -248,7 +248,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if notifier != nil {
 				out = append(out, *notifier)
 			}
-			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare, StageConcurrency: stageConcurrency(in.Settings.Store.Kind)}, loader.Deps{Kafka: in.Kafka,
+			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare}, loader.Deps{Kafka: in.Kafka,
 				Codecs: in.Codecs, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry,
 				OnDayDone: onDone})
 			if err != nil {
@@ -383,13 +383,3 @@ func (a dispatchAdapter) Dispatch(ctx context.Context, r trigger.DispatchRequest
 // The space makes it a project name no config can hold; PostgreSQL
 // rejects a NUL byte in text, so that cannot be the marker.
 var storeProbe = store.RunFilter{Project: " probe", Limit: 1}
-
-// stageConcurrency is how many transactions the loader stages a poll in:
-// PostgreSQL runs each COPY on one backend (one core), so two keep a
-// second core busy; DuckDB has one writer.
-func stageConcurrency(storeKind string) int {
-	if storeKind == "postgres" {
-		return 2
-	}
-	return 1
-}
