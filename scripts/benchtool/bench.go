@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -259,16 +258,17 @@ func (b *bench) Run(ctx context.Context) (*Results, error) {
 		}
 		res.Warehouses = append(res.Warehouses, summarize(wh, b.o.Rows, pipes, directs))
 	}
-	for _, n := range b.o.MemorySizes {
-		wh := memoryWarehouse(b.o.Warehouses)
-		if err := b.seed(ctx, wh, n); err != nil {
-			return nil, err
+	for _, wh := range b.o.Warehouses {
+		for _, n := range b.o.MemorySizes {
+			if err := b.seed(ctx, wh, n); err != nil {
+				return nil, err
+			}
+			r, err := b.pipeline(ctx, wh, n)
+			if err != nil {
+				return nil, err
+			}
+			res.Memory = append(res.Memory, r.(PipelineRun))
 		}
-		r, err := b.pipeline(ctx, wh, n)
-		if err != nil {
-			return nil, err
-		}
-		res.Memory = append(res.Memory, r.(PipelineRun))
 	}
 	res.LoadAfter = loadAvg()
 	res.Took = time.Since(res.Started)
@@ -491,17 +491,4 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// memoryWarehouse is where the growing-day runs read: PostgreSQL when
-// measured. The DuckDB source streams rows too (DuckDB's C API, not
-// duckdb-go's materializing database/sql path), but DuckDB's buffer pool
-// keeps the table blocks a day's scan reads, up to its memory_limit (80%
-// of RAM unless the connection path sets e.g. ?memory_limit=128MB), so its
-// RSS still follows the table read (see pkg/warehouse/duckdb).
-func memoryWarehouse(whs []string) string {
-	if slices.Contains(whs, "postgres") {
-		return "postgres"
-	}
-	return "duckdb"
 }

@@ -250,17 +250,17 @@ func (r *Results) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %.0f%% | %.0f%% |\n", w.Warehouse, 100*w.PipelineBusyShare, 100*w.DirectBusyShare)
 	}
 	if len(r.Memory) > 0 {
-		fmt.Fprintf(&b, "\nPeak RSS as the day grows (%s warehouse, one run each):\n\n| rows | rows/s |", r.Memory[0].Warehouse)
+		b.WriteString("\nPeak RSS as the day grows (one run each):\n\n| warehouse | rows | rows/s |")
 		for _, u := range r.Memory[0].Services {
 			fmt.Fprintf(&b, " %s |", u.Name)
 		}
-		b.WriteString(" broker (since start) |\n|---:|---:|")
+		b.WriteString(" broker (since start) |\n|---|---:|---:|")
 		for range r.Memory[0].Services {
 			b.WriteString("---:|")
 		}
 		b.WriteString("---:|\n")
 		for _, p := range r.Memory {
-			fmt.Fprintf(&b, "| %s | %s |", rate(float64(p.Rows)), rate(p.RowsPerSec()))
+			fmt.Fprintf(&b, "| %s | %s | %s |", p.Warehouse, rate(float64(p.Rows)), rate(p.RowsPerSec()))
 			for _, u := range p.Services {
 				fmt.Fprintf(&b, " %s |", mib(u.PeakRSS))
 			}
