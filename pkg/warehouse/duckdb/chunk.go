@@ -86,13 +86,13 @@ func timestampReader(t bindings.Type) reader {
 	appendTS := (*warehouse.Batch).AppendTimestamp
 	switch t {
 	case bindings.TypeTimestamp, bindings.TypeTimestampTZ:
-		return readFixed(finite(func(us int64) int64 { return us }), appendTS)
+		return readFixed(infiniteOr(1, 1), appendTS)
 	case bindings.TypeTimestampS:
-		return readFixed(finite(func(s int64) int64 { return s * 1e6 }), appendTS)
+		return readFixed(infiniteOr(1e6, 1), appendTS)
 	case bindings.TypeTimestampMS:
-		return readFixed(finite(func(ms int64) int64 { return ms * 1e3 }), appendTS)
+		return readFixed(infiniteOr(1e3, 1), appendTS)
 	case bindings.TypeTimestampNS:
-		return readFixed(finite(floorMicros), appendTS)
+		return readFixed(infiniteOr(1, 1e3), appendTS)
 	}
 	return nil
 }
@@ -115,8 +115,9 @@ func days(v int32) int64 {
 	return int64(v)
 }
 
-// finite wraps a timestamp unit conversion so infinities pass unscaled.
-func finite(toMicros func(int64) int64) func(int64) int64 {
+// infiniteOr converts a timestamp of some unit to microseconds, v*mul/div
+// (div floors, as time.Time.UnixMicro does), passing infinities unscaled.
+func infiniteOr(mul, div int64) func(int64) int64 {
 	return func(v int64) int64 {
 		switch v {
 		case timestampInfinity:
@@ -124,16 +125,19 @@ func finite(toMicros func(int64) int64) func(int64) int64 {
 		case -timestampInfinity:
 			return math.MinInt64
 		}
-		return toMicros(v)
+		if div == 1 {
+			return v * mul
+		}
+		return floorDiv(v, div)
 	}
 }
 
-func floorMicros(ns int64) int64 {
-	us := ns / 1e3
-	if ns%1e3 < 0 {
-		us--
+func floorDiv(v, div int64) int64 {
+	q := v / div
+	if v%div < 0 {
+		q--
 	}
-	return us
+	return q
 }
 
 // readFixed reads a vector of fixed-size values of type T, converted by
