@@ -30,15 +30,7 @@ func TestMemberKilledWhileJoiningIsEvicted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			broker, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: tt.partitions})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer broker.Close()
-			const group, topic = "g", "t"
-			if err := broker.Cluster().CreateTopic(topic, tt.partitions, nil); err != nil {
-				t.Fatal(err)
-			}
+			broker := brokerWithTopic(t, tt.partitions)
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
 			c := broker.Cluster()
@@ -69,14 +61,7 @@ func TestMemberKilledWhileJoiningIsEvicted(t *testing.T) {
 			memberID(ctx, t, third)
 			// The survivor must end up alone with every partition (its id
 			// may change if a rebalance timed it out meanwhile).
-			final, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
-				id, _ := third.GroupMetadata()
-				return g != nil && g.State == "Stable" && len(g.Members) == 1 &&
-					g.Members[0].MemberID == id && g.Members[0].NumAssigned() == int(tt.partitions)
-			})
-			if err != nil {
-				t.Fatalf("the live member never got every partition: %+v", final)
-			}
+			waitSoleOwner(ctx, t, c, third, tt.partitions)
 		})
 	}
 }
@@ -90,16 +75,8 @@ func TestMemberKilledWhileJoiningIsEvicted(t *testing.T) {
 // partition of the group idle that long. The reaper must evict it in
 // those states too.
 func TestDeadMemberDoesNotHoldARebalance(t *testing.T) {
-	broker, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	const group, topic = "g", "t"
+	broker := brokerWithTopic(t, 3)
 	c := broker.Cluster()
-	if err := c.CreateTopic(topic, 3, nil); err != nil {
-		t.Fatal(err)
-	}
 	// Far below the 60 s kfake would wait without the reaper.
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -128,14 +105,7 @@ func TestDeadMemberDoesNotHoldARebalance(t *testing.T) {
 	// it waits for the dead member to rejoin.
 	third, _ := startMember(t, broker.Addrs(), group, topic)
 	defer third.Close()
-	final, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
-		id, _ := third.GroupMetadata()
-		return g != nil && g.State == "Stable" && len(g.Members) == 1 &&
-			g.Members[0].MemberID == id && g.Members[0].NumAssigned() == 3
-	})
-	if err != nil {
-		t.Fatalf("the live member never got every partition (kfake waits 60 s for the dead member): %+v", final)
-	}
+	waitSoleOwner(ctx, t, c, third, 3) // kfake alone waits 60 s for the dead member
 }
 
 // TestParkedJoinIsNotEvicted: a live member whose JoinGroup waits longer
@@ -143,16 +113,8 @@ func TestDeadMemberDoesNotHoldARebalance(t *testing.T) {
 // heartbeating without rejoining) sends nothing meanwhile, and must keep
 // its membership: evicting it would leave its parked join unanswered.
 func TestParkedJoinIsNotEvicted(t *testing.T) {
-	broker, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	const group, topic = "g", "t"
+	broker := brokerWithTopic(t, 3)
 	c := broker.Cluster()
-	if err := c.CreateTopic(topic, 3, nil); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
@@ -191,6 +153,38 @@ func TestParkedJoinIsNotEvicted(t *testing.T) {
 	}
 	if final.Members[0].MemberID != parkedID {
 		t.Errorf("the parked member was evicted: it is %s now, was %s", final.Members[0].MemberID, parkedID)
+	}
+}
+
+// The group and topic every reaper test uses.
+const group, topic = "g", "t"
+
+// brokerWithTopic starts an embedded broker, closed when t ends, with the
+// topic of the given partitions.
+func brokerWithTopic(t *testing.T, partitions int32) *Embedded {
+	t.Helper()
+	broker, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Close)
+	if err := broker.Cluster().CreateTopic(topic, partitions, nil); err != nil {
+		t.Fatal(err)
+	}
+	return broker
+}
+
+// waitSoleOwner waits until live is the group's only member, Stable and
+// assigned every partition.
+func waitSoleOwner(ctx context.Context, t *testing.T, c *kfake.Cluster, live *kgo.Client, partitions int32) {
+	t.Helper()
+	final, err := c.WaitGroupInfo(ctx, group, func(g *kfake.GroupInfo) bool {
+		id, _ := live.GroupMetadata()
+		return g != nil && g.State == "Stable" && len(g.Members) == 1 &&
+			g.Members[0].MemberID == id && g.Members[0].NumAssigned() == int(partitions)
+	})
+	if err != nil {
+		t.Fatalf("the live member never got every partition: %+v", final)
 	}
 }
 

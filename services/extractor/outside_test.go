@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -40,22 +41,9 @@ func TestOutsideRequests(t *testing.T) {
 	if _, err := demo.SeedDuckDBFile(ctx, whPath, spec); err != nil {
 		t.Fatal(err)
 	}
-	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	settings := demo.Config(demo.ConfigOptions{APIKey: "k", DuckDBPath: whPath, Kafka: broker.Addrs()})
-	kcfg := kafka.Config{Brokers: broker.Addrs(), Partitions: 1, ReplicationFactor: 1, TopicPrefix: "t."}
+	kcfg, admin := kafkatest.Start(t, kafka.Config{TopicPrefix: "t."})
+	settings := demo.Config(demo.ConfigOptions{APIKey: "k", DuckDBPath: whPath, Kafka: kcfg.Brokers})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	admin, err := kafka.NewClient(kcfg, "admin", log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	if err := kafka.EnsureTopics(ctx, admin, kcfg, kafka.AllTopics...); err != nil {
-		t.Fatal(err)
-	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	t.Cleanup(func() { rdb.Close() })
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -158,7 +146,7 @@ func TestOutsideRequests(t *testing.T) {
 	// An unknown ingestion: only the dead-letter topic and a metric.
 	publish(schemas.IngestRequest{RequestID: "orch-unknown", Project: demo.ProjectName, Ingestion: "nope", Date: day.String()})
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addrs()...), kgo.ConsumeTopics(kcfg.Topic(schemas.TopicDeadLetter)),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kcfg.Brokers...), kgo.ConsumeTopics(kcfg.Topic(schemas.TopicDeadLetter)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

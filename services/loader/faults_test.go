@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
@@ -80,20 +81,7 @@ type faultRig struct {
 // the local PostgreSQL when onPostgres.
 func newFaultRig(t *testing.T, failures int64, onPostgres bool) *faultRig {
 	t.Helper()
-	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	kcfg := kafka.Config{Brokers: broker.Addrs(), Partitions: 1, ReplicationFactor: 1}
-	cl, err := kafka.NewClient(kcfg, "test", nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	if err := kafka.EnsureTopics(t.Context(), cl, kcfg, kafka.AllTopics...); err != nil {
-		t.Fatal(err)
-	}
+	kcfg, cl := kafkatest.Start(t, kafka.Config{})
 	st := openStore(t, onPostgres)
 	if err := st.Migrate(t.Context()); err != nil {
 		t.Fatal(err)

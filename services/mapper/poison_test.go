@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -17,20 +18,7 @@ import (
 // same partition: the garbage goes to the dead-letter topic and the run's
 // batch and END still come out on mapped-events.
 func TestPoisonMessage(t *testing.T) {
-	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	kcfg := kafka.Config{Brokers: broker.Addrs(), Partitions: 1, ReplicationFactor: 1}
-	cl, err := kafka.NewClient(kcfg, "test", nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	if err := kafka.EnsureTopics(t.Context(), cl, kcfg, kafka.AllTopics...); err != nil {
-		t.Fatal(err)
-	}
+	kcfg, cl := kafkatest.Start(t, kafka.Config{})
 	codecs, err := schemas.NewCodecs()
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
@@ -57,21 +58,8 @@ func newWatchFixture(t *testing.T) *watchFixture {
 	if _, err := demo.SeedDuckDBFile(ctx, whPath, f.spec); err != nil {
 		t.Fatal(err)
 	}
-	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	kcfg := kafka.Config{Brokers: broker.Addrs(), Partitions: 1, ReplicationFactor: 1}
+	kcfg, _ := kafkatest.Start(t, kafka.Config{})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	admin, err := kafka.NewClient(kcfg, "admin", log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	if err := kafka.EnsureTopics(ctx, admin, kcfg, kafka.AllTopics...); err != nil {
-		t.Fatal(err)
-	}
 	mr := miniredis.RunT(t)
 	f.redis = mr
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
@@ -101,7 +89,7 @@ func newWatchFixture(t *testing.T) *watchFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.svc.client.Close() })
-	f.consumer, err = kgo.NewClient(kgo.SeedBrokers(broker.Addrs()...), kgo.ConsumeTopics(schemas.TopicReloadCandidates),
+	f.consumer, err = kgo.NewClient(kgo.SeedBrokers(kcfg.Brokers...), kgo.ConsumeTopics(schemas.TopicReloadCandidates),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
