@@ -131,7 +131,7 @@ func startE2E(t *testing.T, spec demo.Spec, pipeline config.Pipeline) *e2eStack 
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunAll(runCtx, services) }()
+	go func() { done <- RunAll(runCtx, services, Shutdown{Logger: logger}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
