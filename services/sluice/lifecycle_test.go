@@ -6,12 +6,22 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
+	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/kafka"
+	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 )
 
 // events is what fake services saw, in order.
@@ -222,5 +232,53 @@ func TestRunAllRefusesAServiceWithoutStage(t *testing.T) {
 	err := RunAll(t.Context(), services, Shutdown{Logger: slog.New(slog.DiscardHandler)})
 	if err == nil || !strings.Contains(err.Error(), "orphan: no stop stage") || ran {
 		t.Fatalf("RunAll = %v (ran %v), want it refused before running", err, ran)
+	}
+}
+
+// Every service Build makes for --target=all (a webhook included, so the
+// notifier too) stops in the stage the shutdown order needs, and the
+// built stack stops cleanly on an immediate shutdown.
+func TestBuildGivesEveryServiceItsStage(t *testing.T) {
+	kcfg, _ := kafkatest.Start(t, kafka.Config{})
+	dir := t.TempDir()
+	settings := demo.Config(demo.ConfigOptions{APIKey: "k", DuckDBPath: filepath.Join(dir, "warehouse.duckdb"),
+		Store: config.Store{Kind: "duckdb", Path: filepath.Join(dir, "store.duckdb")}})
+	settings.Projects[0].WebhookURL = "http://127.0.0.1:1/hook"
+	settings.Kafka.Brokers = kcfg.Brokers
+	settings.Redis.Addr = miniredis.RunT(t).Addr()
+	if err := settings.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	in, err := NewInfra(t.Context(), settings, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	services, err := Build(t.Context(), in, RunOptions{Targets: Targets, TriggerListener: ln, DrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]stage{"trigger": stageIntake, "planner": stageIntake, "watcher": stageIntake, "extractor": stageExtract,
+		"mapper": stageMap, "loader": stageLoad, "notifier": stageNotify, "dispatcher": stageClients, "lag": stageClients}
+	got := map[string]stage{}
+	for _, r := range services {
+		got[r.name] = r.stop
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("stages = %v, want %v", got, want)
+	}
+	for name, r := range map[string]runnable{"pprof": pprofServer("127.0.0.1:0", time.Second), "admin": httpRunnable("admin", "127.0.0.1:0", nil, 0, time.Second)} {
+		if r.stop != stageServers {
+			t.Errorf("%s stops in stage %v, want servers", name, r.stop)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := RunAll(ctx, services, Shutdown{Bound: time.Second, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Errorf("an immediate shutdown of the built stack: %v", err)
 	}
 }
