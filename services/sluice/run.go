@@ -98,7 +98,7 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	pprofAddr := fs.String("pprof-addr", "", "where net/http/pprof listens (off when empty; keep it on loopback)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the whole run to this file (for `go tool pprof`)")
 	drain := fs.Duration("drain-timeout", DefaultDrainTimeout, "after SIGTERM services stop in order (intake, extractors, mapper, loader, notifier, clients);\n"+
-		"each step's in-flight work may take this long, then has 10s to commit and close before shutdown moves on")
+		"each step's in-flight work may take this long, then has "+DefaultStopGrace.String()+" to commit and close before shutdown moves on")
 	plannerTick := fs.Duration("planner-tick", 0, "planner: how often schedules and queued requests are looked at (default 30s)")
 	watcherTick := fs.Duration("watcher-tick", 0, "watcher: how often it looks for days due a re-count (default 1m)")
 	if code := parseFlags(fs, args); code >= 0 {
