@@ -103,7 +103,9 @@ func TestRunAllStopsStagesInOrder(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
-		go func() { done <- RunAll(ctx, services, Shutdown{Bound: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)}) }()
+		go func() {
+			done <- RunAll(ctx, services, Shutdown{Bound: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+		}()
 		synctest.Wait()
 		if got := ev.all(); len(got) != 0 {
 			t.Fatalf("services stopped before shutdown: %v", got)

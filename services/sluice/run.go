@@ -134,8 +134,8 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	defer in.Close()
 	services, err := Build(ctx, in, RunOptions{
-		Targets:     targets,
-		Extractor:   extractor.Config{Connections: splitList(*connections), Kinds: splitList(*kinds), DrainTimeout: *drain},
+		Targets:      targets,
+		Extractor:    extractor.Config{Connections: splitList(*connections), Kinds: splitList(*kinds), DrainTimeout: *drain},
 		PlannerTick:  *plannerTick,
 		WatcherTick:  *watcherTick,
 		DrainTimeout: *drain,
