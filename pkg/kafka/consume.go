@@ -74,11 +74,20 @@ func GroupOpts(c ConsumerConfig) []kgo.Opt {
 // effect of the records is durable; then their offsets are committed.
 type Handler func(ctx context.Context, records []*kgo.Record) error
 
+// FinalCommitTimeout bounds the commit of the batch that finished after
+// Consume was told to stop, so a stop takes at most DrainTimeout plus
+// this. A commit to a reachable broker takes milliseconds; one that is
+// lost only redelivers work whose effects are idempotent.
+const FinalCommitTimeout = 5 * time.Second
+
 // Consume polls cl (built with GroupOpts) and runs handle on each poll's
 // records until ctx is cancelled. A failing batch is retried with backoff
-// and its offsets stay uncommitted, so nothing is lost; on cancellation the
-// batch in hand finishes (bounded by DrainTimeout), its offsets are
-// committed synchronously, and Consume returns nil.
+// and its offsets stay uncommitted, so nothing is lost. Cancelling ctx
+// stops the polling, not the batch in hand: that batch keeps an
+// uncancelled context for DrainTimeout more, then its offsets are
+// committed synchronously (bounded by FinalCommitTimeout), and Consume
+// returns nil. A batch that overruns DrainTimeout has its context
+// cancelled and stays uncommitted, for whoever owns the partitions next.
 func Consume(ctx context.Context, cl *kgo.Client, cfg ConsumerConfig, logger *slog.Logger, handle Handler) error {
 	cfg.defaults()
 	for {
@@ -101,7 +110,11 @@ func Consume(ctx context.Context, cl *kgo.Client, cfg ConsumerConfig, logger *sl
 			cl.AllowRebalance()
 			return nil
 		}
-		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
+		commitTimeout := cfg.DrainTimeout
+		if ctx.Err() != nil {
+			commitTimeout = min(commitTimeout, FinalCommitTimeout)
+		}
+		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 		err := cl.CommitRecords(commitCtx, records...)
 		cancel()
 		cl.AllowRebalance()

@@ -27,6 +27,8 @@ type Config struct {
 	Group            string // consumer group, default sluice-loader
 	MaxPollRecords   int
 	MaxRejectedShare float64 // a run rejecting more fails instead of loading
+	// DrainTimeout bounds the poll in hand once told to stop (default 30s).
+	DrainTimeout time.Duration
 }
 
 // Deps are the loader's collaborators.
@@ -116,6 +118,7 @@ func (s *Service) consumerConfig() kafka.ConsumerConfig {
 		Group:          s.cfg.Group,
 		Topics:         []string{s.deps.Kafka.Topic(schemas.TopicMappedEvents)},
 		MaxPollRecords: s.cfg.MaxPollRecords,
+		DrainTimeout:   s.cfg.DrainTimeout,
 	}
 }
 

@@ -27,6 +27,8 @@ import (
 type Config struct {
 	Group          string // consumer group, default sluice-mapper
 	MaxPollRecords int
+	// DrainTimeout bounds the poll in hand once told to stop (default 30s).
+	DrainTimeout time.Duration
 }
 
 // Deps are the mapper's collaborators.
@@ -102,6 +104,7 @@ func (s *Service) consumerConfig() kafka.ConsumerConfig {
 		Group:          s.cfg.Group,
 		Topics:         []string{s.deps.Kafka.Topic(schemas.TopicRawRows)},
 		MaxPollRecords: s.cfg.MaxPollRecords,
+		DrainTimeout:   s.cfg.DrainTimeout,
 	}
 }
 

@@ -40,6 +40,8 @@ type Config struct {
 	CheckEvery    time.Duration
 	MaxCheckEvery time.Duration
 	Group         string // reload-candidates consumer group
+	// DrainTimeout bounds the reload candidates in hand once told to stop.
+	DrainTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -118,7 +120,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 }
 
 func (s *Service) consumerConfig() kafka.ConsumerConfig {
-	return kafka.ConsumerConfig{Group: s.cfg.Group, Topics: []string{s.deps.Kafka.Topic(schemas.TopicReloadCandidates)}, MaxPollRecords: 100}
+	return kafka.ConsumerConfig{Group: s.cfg.Group, Topics: []string{s.deps.Kafka.Topic(schemas.TopicReloadCandidates)}, MaxPollRecords: 100,
+		DrainTimeout: s.cfg.DrainTimeout}
 }
 
 // Run plans until ctx is cancelled: catch-up once, then schedules and

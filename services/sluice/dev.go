@@ -36,6 +36,7 @@ type devOptions struct {
 	days       int
 	eventsDay  int
 	timeout    time.Duration
+	drain      time.Duration
 	logLevel   string
 	logFormat  string
 }
@@ -53,6 +54,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.days, "days", 7, "days of demo data to generate and catch up")
 	fs.IntVar(&o.eventsDay, "events-per-day", 5000, "demo events per day")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --once: how long to wait for every day")
+	// Shorter than sluice run's: an embedded stack on a laptop drains in
+	// well under a second, and Ctrl-C should not feel stuck.
+	fs.DurationVar(&o.drain, "drain-timeout", devDrainTimeout, "after Ctrl-C, how long each shutdown step (intake, extractors, mapper, loader, notifier) may drain")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of the services (logs go to stderr)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json (json is what sluice run writes)")
 	if code := parseFlags(fs, args); code >= 0 {
@@ -69,6 +73,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return exitOK
 }
+
+// devDrainTimeout is `sluice dev`'s --drain-timeout.
+const devDrainTimeout = 10 * time.Second
 
 type reconcileError struct{ bad int }
 
@@ -151,6 +158,7 @@ func dev(ctx context.Context, o devOptions, stdout, stderr io.Writer) error {
 		PlannerTick:   2 * time.Second,
 		WatcherTick:   time.Minute,
 		TriggerConfig: trigger.Config{Addr: o.httpAddr},
+		DrainTimeout:  o.drain,
 	})
 	if err != nil {
 		return err
@@ -180,7 +188,7 @@ func dev(ctx context.Context, o devOptions, stdout, stderr io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- RunAll(runCtx, services) }()
+	go func() { done <- RunAll(runCtx, services, Shutdown{Bound: o.drain, Logger: logger}) }()
 
 	expected, err := dueDemoDays(ctx, in, in.Settings.Pipeline.CatchUpDays)
 	if err != nil {

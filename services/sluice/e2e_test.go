@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"cloud.google.com/go/civil"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
@@ -43,6 +45,7 @@ type e2eStack struct {
 	warehouse *pgxpool.Pool
 	whSchema  string
 	baseURL   string
+	registry  *prometheus.Registry // the running services' metrics
 }
 
 func pgPool(tb testing.TB, ctx context.Context) *pgxpool.Pool {
@@ -62,6 +65,25 @@ func pgPool(tb testing.TB, ctx context.Context) *pgxpool.Pool {
 }
 
 func startE2E(t *testing.T, spec demo.Spec, pipeline config.Pipeline) *e2eStack {
+	t.Helper()
+	s := newE2E(t, spec, pipeline)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.start(RunOptions{
+		Targets:         Targets,
+		PlannerTick:     100 * time.Millisecond,
+		WatcherTick:     100 * time.Millisecond,
+		TriggerListener: ln,
+	})
+	s.baseURL = "http://" + ln.Addr().String()
+	return s
+}
+
+// newE2E seeds the warehouse and connects the infrastructure; start runs
+// services on it.
+func newE2E(t *testing.T, spec demo.Spec, pipeline config.Pipeline) *e2eStack {
 	t.Helper()
 	ctx := t.Context()
 	wh := pgPool(t, ctx)
@@ -116,29 +138,39 @@ func startE2E(t *testing.T, spec demo.Spec, pipeline config.Pipeline) *e2eStack 
 		}
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return &e2eStack{t: t, in: in, spec: spec, warehouse: wh, whSchema: whSchema}
+}
+
+// start runs services on the stack's infrastructure, with metrics of
+// their own (as a restarted process has), until stop or the test's end.
+// stop cancels them as SIGTERM does and returns what RunAll returned.
+func (s *e2eStack) start(o RunOptions) (stop func() error) {
+	s.t.Helper()
+	in := *s.in
+	in.Registry = prometheus.NewRegistry()
+	services, err := Build(s.t.Context(), &in, o)
 	if err != nil {
-		t.Fatal(err)
-	}
-	services, err := Build(ctx, in, RunOptions{
-		Targets:         Targets,
-		PlannerTick:     100 * time.Millisecond,
-		WatcherTick:     100 * time.Millisecond,
-		TriggerListener: ln,
-	})
-	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunAll(runCtx, services) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("services stopped with: %v", err)
+	go func() { done <- RunAll(runCtx, services, Shutdown{Bound: o.DrainTimeout, Logger: in.Logger}) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	s.t.Cleanup(func() {
+		if err := stop(); err != nil {
+			s.t.Errorf("services stopped with: %v", err)
 		}
 	})
-	return &e2eStack{t: t, in: in, spec: spec, warehouse: wh, whSchema: whSchema, baseURL: "http://" + ln.Addr().String()}
+	s.registry = in.Registry
+	return stop
 }
 
 // testWriter sends logs to the test's log until the test ends; Kafka

@@ -108,7 +108,7 @@ func startStack(t *testing.T, path string) *runningStack {
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	ended := make(chan error, 1)
-	go func() { ended <- RunAll(ctx, services) }()
+	go func() { ended <- RunAll(ctx, services, Shutdown{Logger: in.Logger}) }()
 	stopped := false
 	s.stop = func() {
 		if stopped {

@@ -97,7 +97,8 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	adminAddr := fs.String("admin-addr", "127.0.0.1:9464", "where /metrics, /healthz and /readyz listen (processes without the trigger service)")
 	pprofAddr := fs.String("pprof-addr", "", "where net/http/pprof listens (off when empty; keep it on loopback)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the whole run to this file (for `go tool pprof`)")
-	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may finish after SIGTERM")
+	drain := fs.Duration("drain-timeout", DefaultDrainTimeout, "after SIGTERM services stop in order (intake, extractors, mapper, loader, notifier, clients);\n"+
+		"each step's in-flight work may take this long, then has "+DefaultStopGrace.String()+" to commit and close before shutdown moves on")
 	plannerTick := fs.Duration("planner-tick", 0, "planner: how often schedules and queued requests are looked at (default 30s)")
 	watcherTick := fs.Duration("watcher-tick", 0, "watcher: how often it looks for days due a re-count (default 1m)")
 	if code := parseFlags(fs, args); code >= 0 {
@@ -133,17 +134,18 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	defer in.Close()
 	services, err := Build(ctx, in, RunOptions{
-		Targets:     targets,
-		Extractor:   extractor.Config{Connections: splitList(*connections), Kinds: splitList(*kinds), DrainTimeout: *drain},
-		PlannerTick: *plannerTick,
-		WatcherTick: *watcherTick,
+		Targets:      targets,
+		Extractor:    extractor.Config{Connections: splitList(*connections), Kinds: splitList(*kinds), DrainTimeout: *drain},
+		PlannerTick:  *plannerTick,
+		WatcherTick:  *watcherTick,
+		DrainTimeout: *drain,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice run:", err)
 		return exitUnhealthy
 	}
 	if !slices.Contains(targets, "trigger") {
-		admin, err := adminServer(*adminAddr, in)
+		admin, err := adminServer(*adminAddr, in, *drain)
 		if err != nil {
 			fmt.Fprintln(stderr, "sluice run:", err)
 			return exitUnhealthy
@@ -151,10 +153,10 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		services = append(services, admin)
 	}
 	if *pprofAddr != "" {
-		services = append(services, pprofServer(*pprofAddr))
+		services = append(services, pprofServer(*pprofAddr, *drain))
 	}
 	logger.Info("sluice running", "targets", strings.Join(targets, ","), "brokers", strings.Join(in.Kafka.Brokers, ","))
-	if err := RunAll(ctx, services); err != nil {
+	if err := RunAll(ctx, services, Shutdown{Bound: *drain, Logger: logger}); err != nil {
 		logger.Error("sluice stopped", "err", err)
 		return exitFailure
 	}
@@ -181,14 +183,14 @@ func startCPUProfile(path string) (func(), error) {
 
 // adminServer serves /metrics, /healthz and /readyz for processes that do
 // not run the trigger service (which serves them itself).
-func adminServer(addr string, in *Infra) (runnable, error) {
+func adminServer(addr string, in *Infra, drain time.Duration) (runnable, error) {
 	// A client of its own, so readiness asks the brokers rather than the
 	// metadata cache of a busy consumer.
 	cl, err := kafka.NewClient(in.Kafka, "readyz", in.Logger, nil)
 	if err != nil {
 		return runnable{}, fmt.Errorf("admin kafka client: %w", err)
 	}
-	admin := httpRunnable("admin", addr, adminHandler(in, cl.Ping), 30*time.Second)
+	admin := httpRunnable("admin", addr, adminHandler(in, cl.Ping), 30*time.Second, drain)
 	serve := admin.run
 	admin.run = func(ctx context.Context) error {
 		defer cl.Close()
@@ -197,33 +199,40 @@ func adminServer(addr string, in *Infra) (runnable, error) {
 	return admin, nil
 }
 
-// httpRunnable serves handler on addr until ctx is cancelled; a zero
-// writeTimeout leaves responses unbounded.
-func httpRunnable(name, addr string, handler http.Handler, writeTimeout time.Duration) runnable {
+// httpRunnable serves handler on addr until ctx is cancelled, then lets
+// in-flight requests finish for at most drain; a zero writeTimeout leaves
+// responses unbounded. It stops last (stageServers).
+func httpRunnable(name, addr string, handler http.Handler, writeTimeout, drain time.Duration) runnable {
 	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: writeTimeout}
-	return runnable{name, func(ctx context.Context) error {
+	return runnable{name: name, stop: stageServers, run: func(ctx context.Context) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("%s listener: %w", name, err)
 		}
-		go func() {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve %s on %s: %w", name, ln.Addr(), err)
+		case <-ctx.Done():
 		}
+		// Serve returns as soon as Shutdown starts; Shutdown is what waits
+		// for the requests in flight.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close() // a profile still streaming: cut it
+		}
+		<-errc
 		return nil
 	}}
 }
 
 // pprofServer serves net/http/pprof on a mux of its own, apart from the
 // admin endpoints, so profiling is opt-in and never on the metrics port.
-func pprofServer(addr string) runnable {
+func pprofServer(addr string, drain time.Duration) runnable {
 	// No write timeout: a CPU profile or trace streams for its seconds.
-	return httpRunnable("pprof", addr, pprofMux(), 0)
+	return httpRunnable("pprof", addr, pprofMux(), 0, drain)
 }
 
 func pprofMux() *http.ServeMux {

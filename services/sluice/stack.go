@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafka"
@@ -175,12 +174,9 @@ type RunOptions struct {
 	// TriggerListener, when set, is where the trigger serves instead of
 	// listening on its configured address (tests, port 0).
 	TriggerListener net.Listener
-}
-
-// runnable is a service's Run.
-type runnable struct {
-	name string
-	run  func(context.Context) error
+	// DrainTimeout is each service's drain bound once told to stop
+	// (--drain-timeout); pass the same to RunAll's Shutdown.Bound.
+	DrainTimeout time.Duration
 }
 
 // Build creates the selected services on in.
@@ -189,6 +185,10 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 		return nil, err
 	}
 	p := in.Settings.Pipeline
+	drain := o.DrainTimeout
+	if drain <= 0 {
+		drain = DefaultDrainTimeout
+	}
 	var out []runnable
 	var dispatcher *planner.Dispatcher
 	dispatcherFor := func() (*planner.Dispatcher, error) {
@@ -199,7 +199,9 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, runnable{"dispatcher", func(ctx context.Context) error { <-ctx.Done(); cl.Close(); return nil }})
+		// Closed after intake (trigger, planner) has stopped dispatching.
+		out = append(out, runnable{name: "dispatcher", stop: stageClients,
+			run: func(ctx context.Context) error { <-ctx.Done(); cl.Close(); return nil }})
 		dispatcher, err = planner.NewDispatcher(planner.DispatcherDeps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs,
 			Settings: in.Settings, Store: in.Store, State: in.State, LeaseTTL: p.LeaseTTL, Logger: in.Logger, Clock: in.Clock})
 		return dispatcher, err
@@ -212,13 +214,14 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if err != nil {
 				return nil, err
 			}
-			svc, err := planner.New(planner.Config{Tick: o.PlannerTick, CatchUpDays: p.CatchUpDays, Window: p.ScheduleWindow, CheckEvery: p.ScheduleCheckEvery},
+			svc, err := planner.New(planner.Config{Tick: o.PlannerTick, CatchUpDays: p.CatchUpDays, Window: p.ScheduleWindow, CheckEvery: p.ScheduleCheckEvery,
+				DrainTimeout: drain},
 				planner.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings, Store: in.Store, State: in.State,
 					Sources: in.Sources, Dispatcher: d, Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, runnable{t, svc.Run})
+			out = append(out, runnable{name: t, stop: stageIntake, run: svc.Run})
 		case "extractor":
 			cfg := o.Extractor
 			if cfg.BatchRows == 0 {
@@ -227,19 +230,22 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if cfg.LeaseTTL == 0 {
 				cfg.LeaseTTL = p.LeaseTTL
 			}
+			if cfg.DrainTimeout == 0 {
+				cfg.DrainTimeout = drain
+			}
 			svc, err := extractor.New(cfg, extractor.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Sources: in.Sources,
 				Settings: in.Settings, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, runnable{t, svc.Run})
+			out = append(out, runnable{name: t, stop: stageExtract, run: svc.Run})
 		case "mapper":
-			svc, err := mapper.New(mapper.Config{}, mapper.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings,
+			svc, err := mapper.New(mapper.Config{DrainTimeout: drain}, mapper.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings,
 				Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, runnable{t, svc.Run})
+			out = append(out, runnable{name: t, stop: stageMap, run: svc.Run})
 		case "loader":
 			onDone, notifier, err := loaderHooks(in, o.LoaderOnDone, log)
 			if err != nil {
@@ -248,13 +254,13 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if notifier != nil {
 				out = append(out, *notifier)
 			}
-			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare}, loader.Deps{Kafka: in.Kafka,
+			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare, DrainTimeout: drain}, loader.Deps{Kafka: in.Kafka,
 				Codecs: in.Codecs, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry,
 				OnDayDone: onDone})
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, runnable{t, svc.Run})
+			out = append(out, runnable{name: t, stop: stageLoad, run: svc.Run})
 		case "watcher":
 			svc, err := watcher.New(watcher.Config{Days: p.WatchDays, Interval: p.WatchInterval, Threshold: p.ReloadThreshold, Tick: o.WatcherTick},
 				watcher.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings, Store: in.Store, State: in.State,
@@ -262,13 +268,17 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, runnable{t, svc.Run})
+			out = append(out, runnable{name: t, stop: stageIntake, run: svc.Run})
 		case "trigger":
 			d, err := dispatcherFor()
 			if err != nil {
 				return nil, err
 			}
-			svc, err := trigger.New(o.TriggerConfig, trigger.Deps{Config: in.Settings, Store: in.Store, State: in.State,
+			tcfg := o.TriggerConfig
+			if tcfg.ShutdownTimeout == 0 {
+				tcfg.ShutdownTimeout = drain
+			}
+			svc, err := trigger.New(tcfg, trigger.Deps{Config: in.Settings, Store: in.Store, State: in.State,
 				Dispatcher: dispatchAdapter{d}, Logger: log, Clock: in.Clock, Registry: in.Registry,
 				Validator: validateAdapter{validation.New(validation.Deps{Settings: in.Settings, Sources: in.Sources, Clock: in.Clock})}})
 			if err != nil {
@@ -278,7 +288,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if ln := o.TriggerListener; ln != nil {
 				run = func(ctx context.Context) error { return svc.Serve(ctx, ln) }
 			}
-			out = append(out, runnable{t, run})
+			out = append(out, runnable{name: t, stop: stageIntake, run: run})
 		}
 	}
 	if groups := consumerGroups(o); len(groups) > 0 {
@@ -321,7 +331,7 @@ func lagMonitor(in *Infra, groups []string) (runnable, error) {
 		cl.Close()
 		return runnable{}, err
 	}
-	return runnable{"lag", func(ctx context.Context) error { defer cl.Close(); return m.Run(ctx) }}, nil
+	return runnable{name: "lag", stop: stageClients, run: func(ctx context.Context) error { defer cl.Close(); return m.Run(ctx) }}, nil
 }
 
 // loaderHooks is what the loader calls after each finished run: the
@@ -343,21 +353,7 @@ func loaderHooks(in *Infra, extra func(context.Context, store.RunEnd, store.Outc
 			n.OnDayDone(ctx, end, o)
 		}
 	}
-	return hook, &runnable{"notifier", n.Run}, nil
-}
-
-// RunAll runs services until ctx is cancelled or one fails.
-func RunAll(ctx context.Context, services []runnable) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for _, s := range services {
-		g.Go(func() error {
-			if err := s.run(ctx); err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
+	return hook, &runnable{name: "notifier", stop: stageNotify, run: n.Run}, nil
 }
 
 func ensureTopics(ctx context.Context, in *Infra) error {

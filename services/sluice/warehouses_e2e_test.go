@@ -139,7 +139,7 @@ func (s *whStack) start(o RunOptions) (stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunAll(ctx, services) }()
+	go func() { done <- RunAll(ctx, services, Shutdown{Logger: in.Logger}) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
