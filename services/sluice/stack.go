@@ -14,9 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/notify"
 	"github.com/sluicehq/sluice/pkg/state"
@@ -190,8 +192,16 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 	}
 	p := in.Settings.Pipeline
 	var out []runnable
-	var dispatcher *planner.Dispatcher
-	dispatcherFor := func() (*planner.Dispatcher, error) {
+	// One dispatcher publishes (planner, trigger); the services that only
+	// claim, ask or release (extractor, watcher, loader) share one without
+	// a Kafka client.
+	dispatchCfg := daydispatch.Config{LeaseTTL: p.LeaseTTL, RetryBackoff: o.Extractor.RetryBackoff}
+	days, err := newDispatch(in, dispatchCfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	var dispatcher *daydispatch.Dispatcher
+	dispatcherFor := func() (*daydispatch.Dispatcher, error) {
 		if dispatcher != nil {
 			return dispatcher, nil
 		}
@@ -200,8 +210,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			return nil, err
 		}
 		out = append(out, runnable{"dispatcher", func(ctx context.Context) error { <-ctx.Done(); cl.Close(); return nil }})
-		dispatcher, err = planner.NewDispatcher(planner.DispatcherDeps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs,
-			Settings: in.Settings, Store: in.Store, State: in.State, LeaseTTL: p.LeaseTTL, Logger: in.Logger, Clock: in.Clock})
+		dispatcher, err = newDispatch(in, dispatchCfg, cl)
 		return dispatcher, err
 	}
 	for _, t := range o.Targets {
@@ -224,11 +233,8 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if cfg.BatchRows == 0 {
 				cfg.BatchRows = p.BatchRows
 			}
-			if cfg.LeaseTTL == 0 {
-				cfg.LeaseTTL = p.LeaseTTL
-			}
 			svc, err := extractor.New(cfg, extractor.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Sources: in.Sources,
-				Settings: in.Settings, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry})
+				Settings: in.Settings, Store: in.Store, Dispatcher: days, Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}
@@ -249,7 +255,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 				out = append(out, *notifier)
 			}
 			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare}, loader.Deps{Kafka: in.Kafka,
-				Codecs: in.Codecs, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry,
+				Codecs: in.Codecs, Store: in.Store, Dispatcher: days, Logger: log, Clock: in.Clock, Registry: in.Registry,
 				OnDayDone: onDone})
 			if err != nil {
 				return nil, err
@@ -258,7 +264,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 		case "watcher":
 			svc, err := watcher.New(watcher.Config{Days: p.WatchDays, Interval: p.WatchInterval, Threshold: p.ReloadThreshold, Tick: o.WatcherTick},
 				watcher.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings, Store: in.Store, State: in.State,
-					Sources: in.Sources, Logger: log, Clock: in.Clock, Registry: in.Registry})
+					Dispatcher: days, Sources: in.Sources, Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}
@@ -269,7 +275,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 				return nil, err
 			}
 			svc, err := trigger.New(o.TriggerConfig, trigger.Deps{Config: in.Settings, Store: in.Store, State: in.State,
-				Dispatcher: dispatchAdapter{d}, Logger: log, Clock: in.Clock, Registry: in.Registry,
+				Dispatcher: d, Logger: log, Clock: in.Clock, Registry: in.Registry,
 				Validator: validateAdapter{validation.New(validation.Deps{Settings: in.Settings, Sources: in.Sources, Clock: in.Clock})}})
 			if err != nil {
 				return nil, err
@@ -371,12 +377,11 @@ func ensureTopics(ctx context.Context, in *Infra) error {
 	return kafka.EnsureTopics(ctx, cl, in.Kafka, kafka.AllTopics...)
 }
 
-// dispatchAdapter lets the trigger service start runs through the planner's
-// dispatcher without either package knowing the other.
-type dispatchAdapter struct{ d *planner.Dispatcher }
-
-func (a dispatchAdapter) Dispatch(ctx context.Context, r trigger.DispatchRequest) (string, error) {
-	return a.d.Dispatch(ctx, planner.Request{Project: r.Project, Ingestion: r.Ingestion, Date: r.Date, Trigger: r.Trigger, Reason: r.Reason})
+// newDispatch is the dispatcher on in's store and state; cl (nil for one
+// that only claims, asks and releases) is its producing client.
+func newDispatch(in *Infra, cfg daydispatch.Config, cl *kgo.Client) (*daydispatch.Dispatcher, error) {
+	return daydispatch.New(cfg, daydispatch.Deps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings,
+		Store: in.Store, State: in.State, Logger: in.Logger.With("component", "dispatch"), Clock: in.Clock})
 }
 
 // storeProbe is the cheapest store read: readiness only needs an answer.
