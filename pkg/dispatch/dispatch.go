@@ -36,7 +36,7 @@ type Request struct {
 // Day names one day of one ingestion.
 type Day = state.DayKey
 
-// ErrNoProducer is returned by Dispatch and PromotePending of a Dispatcher
+// ErrNoProducer is returned by Dispatch and StartPending of a Dispatcher
 // built without a Kafka client (one that only claims, answers and
 // releases).
 var ErrNoProducer = errors.New("dispatcher has no kafka client to publish with")
@@ -62,7 +62,7 @@ type Config struct {
 }
 
 // Deps are a Dispatcher's collaborators. Client only produces; only
-// Dispatch and PromotePending need it, so services that only claim,
+// Dispatch and StartPending need it, so services that only claim,
 // answer or release (extractor, watcher, loader) leave it nil.
 type Deps struct {
 	Client   *kgo.Client
@@ -142,13 +142,13 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r Request) (string, error) {
 	return req.RunID, nil
 }
 
-// PromotePending starts the pending request of every day whose lease is
+// StartPending starts the pending request of every day whose lease is
 // free; the planner calls it on every tick. A request that cannot be
 // published goes back to its day (unless a newer one was queued
 // meanwhile, which then supersedes it) and the error is returned.
-func (d *Dispatcher) PromotePending(ctx context.Context) error {
+func (d *Dispatcher) StartPending(ctx context.Context) error {
 	if d.deps.Client == nil {
-		return fmt.Errorf("promote pending requests: %w", ErrNoProducer)
+		return fmt.Errorf("start pending requests: %w", ErrNoProducer)
 	}
 	days, err := d.deps.State.PendingDays(ctx)
 	if err != nil {
@@ -191,7 +191,7 @@ func (d *Dispatcher) PromotePending(ctx context.Context) error {
 // ingest-requests (its run id already set by the caller) the day's lease
 // for LeaseTTL, so one run per day and fencing hold for it too, and
 // records it as scheduled. When the day is busy the request is queued as
-// the day's pending request instead (PromotePending starts it) and leased
+// the day's pending request instead (StartPending starts it) and leased
 // is false. While Redis is unreachable it retries with backoff; it returns
 // ctx's error once stopped, the request then neither leased nor queued.
 func (d *Dispatcher) ClaimOutside(ctx context.Context, req *schemas.IngestRequest) (leased bool, _ error) {

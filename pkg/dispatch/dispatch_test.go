@@ -264,7 +264,7 @@ func TestQueueSupersedeRelease(t *testing.T) {
 
 	// While the first run holds the day nothing starts; a non-holder's
 	// release changes nothing.
-	if err := r.d.PromotePending(ctx); err != nil {
+	if err := r.d.StartPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.d.Release(ctx, testDay, second); err != nil {
@@ -273,7 +273,7 @@ func TestQueueSupersedeRelease(t *testing.T) {
 	if h, _ := r.holder(t, testDay); h != first {
 		t.Fatalf("release by a non-holder: day held by %q, want %s", h, first)
 	}
-	if err := r.d.PromotePending(ctx); err != nil {
+	if err := r.d.StartPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.published(t); len(got) != 1 {
@@ -284,7 +284,7 @@ func TestQueueSupersedeRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 { // a second promotion finds nothing left
-		if err := r.d.PromotePending(ctx); err != nil {
+		if err := r.d.StartPending(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -333,7 +333,7 @@ func TestPromoteWhenTakenMeanwhile(t *testing.T) {
 	if leased, err := r.d.ClaimOutside(ctx, &other); err != nil || !leased {
 		t.Fatalf("claim the freed day: %v %v", leased, err)
 	}
-	if err := r.d.PromotePending(ctx); err != nil {
+	if err := r.d.StartPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids(r.published(t)); len(got) != 1 {
@@ -372,7 +372,7 @@ func TestPublishFailure(t *testing.T) {
 	if err := r.d.Release(ctx, testDay, first); err != nil {
 		t.Fatal(err)
 	}
-	if err := broken.PromotePending(ctx); err == nil {
+	if err := broken.StartPending(ctx); err == nil {
 		t.Fatal("promotion through a closed client succeeded")
 	}
 	if h, _ := r.holder(t, testDay); h != "" {
@@ -381,7 +381,7 @@ func TestPublishFailure(t *testing.T) {
 	if p := r.pending(t, testDay); p != queued {
 		t.Fatalf("pending %q after a failed promotion, want %s back", p, queued)
 	}
-	if err := r.d.PromotePending(ctx); err != nil {
+	if err := r.d.StartPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids(r.published(t)); len(got) != 2 || got[1] != queued {
@@ -392,7 +392,7 @@ func TestPublishFailure(t *testing.T) {
 	if _, err := noProducer.Dispatch(ctx, request("x")); !errors.Is(err, ErrNoProducer) {
 		t.Errorf("dispatch without a client: %v, want ErrNoProducer", err)
 	}
-	if err := noProducer.PromotePending(ctx); !errors.Is(err, ErrNoProducer) {
+	if err := noProducer.StartPending(ctx); !errors.Is(err, ErrNoProducer) {
 		t.Errorf("promote without a client: %v, want ErrNoProducer", err)
 	}
 }
@@ -450,7 +450,7 @@ func TestClaimOutside(t *testing.T) {
 	if err := outside.Release(ctx, testDay, a.RunID); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.d.PromotePending(ctx); err != nil {
+	if err := r.d.StartPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.published(t); len(got) != 1 || got[0].RunID != b.RunID || got[0].Fence <= a.Fence || got[0].Trigger != schemas.TriggerRequest {

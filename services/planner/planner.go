@@ -171,7 +171,7 @@ func (s *Service) Tick(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("schedule %s/%s: %w", ing.Project, ing.Name, err))
 		}
 	}
-	if err := s.deps.Dispatcher.PromotePending(ctx); err != nil {
+	if err := s.deps.Dispatcher.StartPending(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
