@@ -133,6 +133,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r Request) (string, error) {
 		}
 		return req.RunID, nil
 	}
+	d.superseded(ctx, ing, req, claim)
 	req.Fence = claim.Fence
 	if err := d.publish(ctx, ing, req, req.Reason); err != nil {
 		d.release(ctx, day, req.RunID)
@@ -210,6 +211,7 @@ func (d *Dispatcher) ClaimOutside(ctx context.Context, req *schemas.IngestReques
 		claim, err := d.deps.State.LeaseOrQueue(ctx, day, req.RunID, payload, d.cfg.LeaseTTL)
 		if err == nil {
 			if claim.Leased {
+				d.superseded(ctx, ing, *req, claim)
 				req.Fence = claim.Fence
 				d.record(ctx, ing, *req, store.StatusScheduled, joinNote(req.Reason, "published onto ingest-requests by an outside system"))
 				return true, nil
@@ -312,17 +314,24 @@ func (d *Dispatcher) publish(ctx context.Context, ing *config.Ingestion, req sch
 	return nil
 }
 
+// superseded records the pending request req replaced, if any: it will
+// never start.
+func (d *Dispatcher) superseded(ctx context.Context, ing *config.Ingestion, req schemas.IngestRequest, claim state.DayClaim) {
+	if claim.ReplacedRun == "" {
+		return
+	}
+	var prev schemas.IngestRequest
+	if err := d.deps.Codecs.Decode(d.deps.Codecs.IngestRequest, claim.Replaced, &prev); err != nil {
+		// The run id is kept beside the payload: still say it lost.
+		prev = schemas.IngestRequest{RunID: claim.ReplacedRun, Project: req.Project, Ingestion: req.Ingestion, Date: req.Date}
+	}
+	d.supersede(ctx, ing, prev, "replaced by newer request "+req.RunID)
+}
+
 // queued records req, now its busy day's pending request, as scheduled,
 // and the pending request it replaced as superseded.
 func (d *Dispatcher) queued(ctx context.Context, ing *config.Ingestion, req schemas.IngestRequest, claim state.DayClaim) error {
-	if claim.ReplacedRun != "" && claim.ReplacedRun != req.RunID {
-		var prev schemas.IngestRequest
-		if err := d.deps.Codecs.Decode(d.deps.Codecs.IngestRequest, claim.Replaced, &prev); err != nil {
-			// The run id is kept beside the payload: still say it lost.
-			prev = schemas.IngestRequest{RunID: claim.ReplacedRun, Project: req.Project, Ingestion: req.Ingestion, Date: req.Date}
-		}
-		d.supersede(ctx, ing, prev, "replaced by newer request "+req.RunID)
-	}
+	d.superseded(ctx, ing, req, claim)
 	if err := d.deps.Store.UpdateRun(ctx, d.update(ing, req, store.StatusScheduled, joinNote(req.Reason, "queued behind run "+claim.Holder))); err != nil {
 		return fmt.Errorf("record queued run %s: %w", req.RunID, err)
 	}

@@ -312,38 +312,92 @@ func TestQueueSupersedeRelease(t *testing.T) {
 }
 
 // TestPromoteWhenTakenMeanwhile: a day another run took between its
-// release and the promotion keeps its pending request queued.
+// release and the planner's tick is not started over. A holder that
+// leased it directly leaves the pending request queued; a newer request
+// that took the free day supersedes the older one still waiting (it
+// loads the same day later, so the older would only load it again), and
+// a redelivered outside request that was the pending one takes the day
+// as itself: it is not started a second time.
 func TestPromoteWhenTakenMeanwhile(t *testing.T) {
-	r := newRig(t, Config{LeaseTTL: time.Hour})
-	ctx := t.Context()
-	first, err := r.d.Dispatch(ctx, request("first"))
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		// take takes the freed day; it returns the new holder.
+		take func(t *testing.T, r *rig, queued string) string
+		// wantPending is whether the queued request is still pending;
+		// wantStatus its status in the store.
+		wantPending bool
+		wantStatus  string
+	}{
+		{"a holder leased it", func(t *testing.T, r *rig, _ string) string {
+			if _, ok, err := r.state.AcquireDay(t.Context(), testDay, "other-holder", time.Hour); err != nil || !ok {
+				t.Fatalf("take the freed day: %v %v", ok, err)
+			}
+			return "other-holder"
+		}, true, store.StatusScheduled},
+		{"a newer outside request", func(t *testing.T, r *rig, _ string) string {
+			other := schemas.IngestRequest{RunID: "req-outside", Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
+				Trigger: schemas.TriggerRequest}
+			if leased, err := r.d.ClaimOutside(t.Context(), &other); err != nil || !leased {
+				t.Fatalf("claim the freed day: %v %v", leased, err)
+			}
+			return other.RunID
+		}, false, store.StatusSuperseded},
+		{"the queued outside request redelivered", func(t *testing.T, r *rig, queued string) string {
+			again := schemas.IngestRequest{RunID: queued, Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
+				Trigger: schemas.TriggerRequest}
+			if leased, err := r.d.ClaimOutside(t.Context(), &again); err != nil || !leased {
+				t.Fatalf("redelivered queued request on the freed day: %v %v", leased, err)
+			}
+			return queued
+		}, false, store.StatusScheduled},
 	}
-	queued, err := r.d.Dispatch(ctx, request("queued"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.d.Release(ctx, testDay, first); err != nil {
-		t.Fatal(err)
-	}
-	// An outside request takes the freed day before the planner's tick.
-	other := schemas.IngestRequest{RunID: "req-outside", Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
-		Trigger: schemas.TriggerRequest}
-	if leased, err := r.d.ClaimOutside(ctx, &other); err != nil || !leased {
-		t.Fatalf("claim the freed day: %v %v", leased, err)
-	}
-	if err := r.d.StartPending(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := ids(r.published(t)); len(got) != 1 {
-		t.Fatalf("published %v, want only %s: the day is taken", got, first)
-	}
-	if p := r.pending(t, testDay); p != queued {
-		t.Errorf("pending %q, want %s still queued", p, queued)
-	}
-	if h, _ := r.holder(t, testDay); h != other.RunID {
-		t.Errorf("day held by %q, want %s", h, other.RunID)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, Config{LeaseTTL: time.Hour})
+			ctx := t.Context()
+			first, err := r.d.Dispatch(ctx, request("first"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			queued := &schemas.IngestRequest{RunID: "req-queued", Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
+				Trigger: schemas.TriggerRequest}
+			if leased, err := r.d.ClaimOutside(ctx, queued); err != nil || leased {
+				t.Fatalf("queue behind %s: leased=%v err=%v", first, leased, err)
+			}
+			if err := r.d.Release(ctx, testDay, first); err != nil {
+				t.Fatal(err)
+			}
+			holder := tt.take(t, r, queued.RunID)
+			if err := r.d.StartPending(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(r.published(t)); len(got) != 1 {
+				t.Fatalf("published %v, want only %s: the day is taken", got, first)
+			}
+			if h, _ := r.holder(t, testDay); h != holder {
+				t.Errorf("day held by %q, want %s", h, holder)
+			}
+			if p := r.pending(t, testDay); (p == queued.RunID) != tt.wantPending {
+				t.Errorf("pending %q, want %s pending: %v", p, queued.RunID, tt.wantPending)
+			}
+			if s := r.run(t, queued.RunID).Status; s != tt.wantStatus {
+				t.Errorf("queued run is %s, want %s", s, tt.wantStatus)
+			}
+			// Once the holder is done, only a request still pending starts.
+			if err := r.d.Release(ctx, testDay, holder); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.d.StartPending(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := 1
+			if tt.wantPending {
+				want = 2
+			}
+			if got := ids(r.published(t)); len(got) != want {
+				t.Fatalf("published %v after the holder finished, want %d", got, want)
+			}
+		})
 	}
 }
 

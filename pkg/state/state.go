@@ -49,7 +49,8 @@ const fenceMemory = 7 * 24 * time.Hour
 
 // Options configure a State.
 type Options struct {
-	// Prefix starts every key; tests use a unique one each.
+	// Prefix starts every key; tests use a unique one each. A "{" in it
+	// must be closed by a "}" in it too, or the day's hash tag breaks.
 	Prefix string
 	// Clock is the time fences are anchored on; time.Now when nil.
 	Clock func() time.Time
@@ -252,13 +253,14 @@ func (s *State) AcquireDay(ctx context.Context, day DayKey, runID string, ttl ti
 
 // DayClaim is what LeaseOrQueue did.
 type DayClaim struct {
-	// Leased: the run holds the day now, under Fence.
+	// Leased: the run holds the day now, under Fence. Otherwise the run is
+	// the day's pending request, queued behind Holder.
 	Leased bool
 	Fence  int64
-	// Otherwise the run is the day's pending request, queued behind
-	// Holder. ReplacedRun and Replaced are the pending request it replaced
-	// ("" and nil when there was none).
-	Holder      string
+	Holder string
+	// ReplacedRun and Replaced are the pending request the run replaced
+	// ("" and nil when there was none): a newer request, leased or queued,
+	// wins over an older one still waiting, which will never start.
 	ReplacedRun string
 	Replaced    []byte
 }
@@ -266,24 +268,27 @@ type DayClaim struct {
 // leaseOrQueueScript leases a free day or queues the run as its one
 // pending request. KEYS: lease, fence, pending. ARGV: run id, ttl ms,
 // now µs, fence memory ms, payload.
-// Returns {1, fence} or {0, holder, replaced run, replaced payload}.
+// Returns {1, fence, replaced run, replaced payload} or
+// {0, holder, replaced run, replaced payload}.
 var leaseOrQueueScript = redis.NewScript(issueLua + `
+local old = redis.call('HMGET', KEYS[3], 'run', 'payload')
 local holder = redis.call('HGET', KEYS[1], 'run')
-if not holder then
-  return {1, issue(ARGV[1])}
-end
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, redis.call('HGET', KEYS[1], 'fence')}
+  return {1, redis.call('HGET', KEYS[1], 'fence'), '', ''}
 end
-local old = redis.call('HMGET', KEYS[3], 'run', 'payload')
+if not holder then
+  redis.call('DEL', KEYS[3])
+  return {1, issue(ARGV[1]), old[1] or '', old[2] or ''}
+end
 redis.call('HSET', KEYS[3], 'run', ARGV[1], 'payload', ARGV[5])
 return {0, holder, old[1] or '', old[2] or ''}
 `)
 
 // LeaseOrQueue takes the day's lease for runID when it is free (as
-// AcquireDay does), and otherwise makes payload the day's one pending
-// request, replacing an older one in the same step, so of any number of
+// AcquireDay does; a pending request still waiting for the freed day is
+// replaced by it), and otherwise makes payload the day's one pending
+// request, replacing an older one in the same step. So of any number of
 // concurrent callers on a busy day exactly one stays pending and every
 // other learns it was replaced.
 func (s *State) LeaseOrQueue(ctx context.Context, day DayKey, runID string, payload []byte, ttl time.Duration) (DayClaim, error) {
@@ -302,29 +307,25 @@ func (s *State) LeaseOrQueue(ctx context.Context, day DayKey, runID string, payl
 	if err != nil {
 		return DayClaim{}, fmt.Errorf("lease or queue day %s: %w", day, err)
 	}
-	if len(res) < 2 {
-		return DayClaim{}, fmt.Errorf("lease or queue day %s: unexpected reply %v", day, res)
-	}
-	if ok, _ := res[0].(int64); ok == 1 {
-		fence, err := parseFence(res[1])
-		if err != nil {
-			return DayClaim{}, fmt.Errorf("lease or queue day %s: %w", day, err)
-		}
-		return DayClaim{Leased: true, Fence: fence}, nil
-	}
 	if len(res) != 4 {
 		return DayClaim{}, fmt.Errorf("lease or queue day %s: unexpected reply %v", day, res)
 	}
-	c := DayClaim{}
-	c.Holder, _ = res[1].(string)
+	var c DayClaim
 	c.ReplacedRun, _ = res[2].(string)
-	if old, _ := res[3].(string); c.ReplacedRun != "" {
+	if old, _ := res[3].(string); c.ReplacedRun != "" && c.ReplacedRun != runID {
 		c.Replaced = []byte(old)
+	} else {
+		c.ReplacedRun = "" // the same request again (a redelivery) replaced nothing
 	}
-	if err := s.indexPending(ctx, day); err != nil {
-		return c, err
+	if ok, _ := res[0].(int64); ok == 1 {
+		c.Leased = true
+		if c.Fence, err = parseFence(res[1]); err != nil {
+			return DayClaim{}, fmt.Errorf("lease or queue day %s: %w", day, err)
+		}
+		return c, s.forgetPending(ctx, day)
 	}
-	return c, nil
+	c.Holder, _ = res[1].(string)
+	return c, s.indexPending(ctx, day)
 }
 
 // Promotion is what PromotePending did.

@@ -611,3 +611,50 @@ func TestPrefixIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseFreedDayWithPending: a run that leases a freed day replaces the
+// request still pending for it, unless that request is the run itself (a
+// redelivery), which then holds the day and is no longer pending.
+func TestLeaseFreedDayWithPending(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2024-01-01"}
+	tests := []struct {
+		name, run    string
+		wantReplaced string
+	}{
+		{"a newer run", "newer", "queued"},
+		{"the queued run itself", "queued", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+				if _, _, err := s.AcquireDay(ctx, day, "holder", time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.LeaseOrQueue(ctx, day, "queued", []byte("queued-payload"), time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.ReleaseDay(ctx, day, "holder"); err != nil {
+					t.Fatal(err)
+				}
+				c, err := s.LeaseOrQueue(ctx, day, tt.run, []byte("x"), time.Hour)
+				if err != nil || !c.Leased || c.ReplacedRun != tt.wantReplaced {
+					t.Fatalf("lease the freed day: %+v err=%v, want leased replacing %q", c, err, tt.wantReplaced)
+				}
+				if tt.wantReplaced != "" && string(c.Replaced) != "queued-payload" {
+					t.Fatalf("replaced payload %q", c.Replaced)
+				}
+				if run, ok, _ := s.PendingRun(ctx, day); ok {
+					t.Fatalf("%s still pending", run)
+				}
+				if days, _ := s.PendingDays(ctx); len(days) != 0 {
+					t.Fatalf("pending days %v, want none", days)
+				}
+				if holder, _, _ := s.DayHolder(ctx, day); holder != tt.run {
+					t.Fatalf("held by %q, want %s", holder, tt.run)
+				}
+			})
+		})
+	}
+}
