@@ -545,7 +545,9 @@ func TestClaimOutsideRetriesRedis(t *testing.T) {
 	}
 
 	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", MaxRetries: -1,
-		Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("injected: redis down") }})
+		Dialer: func(context.Context, string, string) (net.Conn, error) {
+			return nil, errors.New("injected: redis down")
+		}})
 	t.Cleanup(func() { down.Close() })
 	d, err = New(Config{RetryBackoff: time.Millisecond}, Deps{Codecs: r.codecs, Settings: r.settings, Store: r.store,
 		State: state.New(down, state.Options{Prefix: r.prefix}), Logger: slog.New(slog.DiscardHandler)})
