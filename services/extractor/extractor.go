@@ -95,13 +95,14 @@ type Deps struct {
 	Sources  *warehouse.Pool
 	Settings *config.File
 	Store    store.Store
+	Logger   *slog.Logger
+	Clock    func() time.Time
+	Registry prometheus.Registerer
+
 	// Dispatcher claims the day of a request published by an outside
 	// system (empty run_id), so one run per day and fencing hold for it
 	// too; without it such requests run unleased. It needs no Kafka client.
 	Dispatcher *dispatch.Dispatcher
-	Logger     *slog.Logger
-	Clock      func() time.Time
-	Registry   prometheus.Registerer
 }
 
 // Service is a running extractor.

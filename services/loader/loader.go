@@ -31,16 +31,17 @@ type Config struct {
 
 // Deps are the loader's collaborators.
 type Deps struct {
-	Kafka  kafka.Config
-	Codecs *schemas.Codecs
-	Store  store.Store
-	// Dispatcher releases a finished run's day; it needs no Kafka client.
-	Dispatcher *dispatch.Dispatcher
-	Logger     *slog.Logger
-	Clock      func() time.Time
-	Registry   prometheus.Registerer
+	Kafka    kafka.Config
+	Codecs   *schemas.Codecs
+	Store    store.Store
+	Logger   *slog.Logger
+	Clock    func() time.Time
+	Registry prometheus.Registerer
 	// OnDayDone, when set, is told about every finished run (notifications).
 	OnDayDone func(ctx context.Context, end store.RunEnd, outcome store.Outcome)
+
+	// Dispatcher releases a finished run's day; it needs no Kafka client.
+	Dispatcher *dispatch.Dispatcher
 }
 
 // Service is a running loader.

@@ -66,14 +66,15 @@ type Deps struct {
 	Codecs   *schemas.Codecs
 	Settings *config.File
 	Store    store.Store
-	State    *state.State // dedupe keys
+	State    *state.State
+	Sources  *warehouse.Pool
+	Logger   *slog.Logger
+	Clock    func() time.Time
+	Registry prometheus.Registerer
+
 	// Dispatcher says whether a day's run is in flight; it needs no Kafka
 	// client.
 	Dispatcher *dispatch.Dispatcher
-	Sources    *warehouse.Pool
-	Logger     *slog.Logger
-	Clock      func() time.Time
-	Registry   prometheus.Registerer
 }
 
 // Service is a running watcher.
