@@ -346,16 +346,43 @@ func TestPending(t *testing.T) {
 	ctx := context.Background()
 	d1 := state.DayKey{Project: "p", Ingestion: "events", Date: "2024-01-02"}
 	d2 := state.DayKey{Project: "p/odd:name", Ingestion: "with space", Date: "2024-01-01"}
-	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+	each(t, func(t *testing.T, _ backend, s *state.State, c *clock) {
 		if days, err := s.PendingDays(ctx); err != nil || len(days) != 0 {
 			t.Fatalf("empty: days=%v err=%v", days, err)
 		}
-		for _, p := range []struct {
-			day     state.DayKey
-			payload string
-		}{{d1, "old"}, {d2, "other"}, {d1, "new"}} {
-			if err := s.SetPending(ctx, p.day, []byte(p.payload)); err != nil {
+		// A free day is leased, not queued.
+		claim, err := s.LeaseOrQueue(ctx, d1, "holder", []byte("h"), time.Hour)
+		if err != nil || !claim.Leased || claim.Fence != c.Now().UnixMicro() {
+			t.Fatalf("free day: %+v err=%v, want leased at the clock's fence", claim, err)
+		}
+		if _, _, err := s.AcquireDay(ctx, d2, "holder2", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			day             state.DayKey
+			run, payload    string
+			wantHolder      string
+			wantReplacedRun string
+			wantReplaced    string
+		}{
+			{d1, "old", "old-payload", "holder", "", ""},
+			{d2, "other", "other-payload", "holder2", "", ""},
+			{d1, "new", "new-payload", "holder", "old", "old-payload"},
+			{d1, "holder", "ignored", "", "", ""}, // the holder itself renews
+		}
+		for _, st := range steps {
+			claim, err := s.LeaseOrQueue(ctx, st.day, st.run, []byte(st.payload), time.Hour)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if st.run == "holder" {
+				if !claim.Leased {
+					t.Fatalf("holder asking again: %+v, want its lease renewed", claim)
+				}
+				continue
+			}
+			if claim.Leased || claim.Holder != st.wantHolder || claim.ReplacedRun != st.wantReplacedRun || string(claim.Replaced) != st.wantReplaced {
+				t.Fatalf("queue %s on %v: %+v, want queued behind %s replacing %q/%q", st.run, st.day, claim, st.wantHolder, st.wantReplacedRun, st.wantReplaced)
 			}
 		}
 		days, err := s.PendingDays(ctx)
@@ -365,47 +392,154 @@ func TestPending(t *testing.T) {
 		if len(days) != 2 || !containsDay(days, d1) || !containsDay(days, d2) {
 			t.Fatalf("pending days = %v, want %v and %v once each", days, d1, d2)
 		}
-		got, ok, err := s.TakePending(ctx, d1)
-		if err != nil || !ok || string(got) != "new" {
-			t.Fatalf("take %v = %q ok=%v err=%v, want the newer payload", d1, got, ok, err)
+		if run, ok, err := s.PendingRun(ctx, d1); err != nil || !ok || run != "new" {
+			t.Fatalf("pending run of %v = %q %v %v, want new", d1, run, ok, err)
 		}
-		if _, ok, _ := s.TakePending(ctx, d1); ok {
-			t.Fatal("a taken request was taken twice")
+
+		// While held, nothing is promoted.
+		if p, err := s.PromotePending(ctx, d1, time.Hour); err != nil || !p.Busy || p.Started {
+			t.Fatalf("promote a held day: %+v err=%v, want busy", p, err)
+		}
+		if err := s.ReleaseDay(ctx, d1, "holder"); err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.PromotePending(ctx, d1, time.Hour)
+		if err != nil || !p.Started || p.RunID != "new" || string(p.Payload) != "new-payload" || p.Fence != claim.Fence+1 {
+			t.Fatalf("promote a freed day: %+v err=%v, want new started at fence %d", p, err, claim.Fence+1)
+		}
+		if holder, fence, _ := s.DayHolder(ctx, d1); holder != "new" || fence != p.Fence {
+			t.Fatalf("after promotion held by %q/%d, want new/%d", holder, fence, p.Fence)
+		}
+		if err := s.ReleaseDay(ctx, d1, "new"); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := s.PromotePending(ctx, d1, time.Hour); err != nil || p.Started || p.Busy {
+			t.Fatalf("promote twice: %+v err=%v, want nothing pending", p, err)
 		}
 		days, _ = s.PendingDays(ctx)
 		if len(days) != 1 || days[0] != d2 {
-			t.Fatalf("after take: %v, want only %v", days, d2)
+			t.Fatalf("after promotion: %v, want only %v", days, d2)
 		}
-		if got, ok, _ := s.TakePending(ctx, d2); !ok || string(got) != "other" {
-			t.Fatalf("take %v = %q ok=%v", d2, got, ok)
+
+		// A promoted request that could not start goes back, unless a newer
+		// one was queued meanwhile.
+		if ok, err := s.RestorePending(ctx, d1, "new", []byte("new-payload")); err != nil || !ok {
+			t.Fatalf("restore onto an empty day: %v %v", ok, err)
+		}
+		if run, _, _ := s.PendingRun(ctx, d1); run != "new" {
+			t.Fatalf("restored pending run %q, want new", run)
+		}
+		if ok, err := s.RestorePending(ctx, d2, "older", []byte("x")); err != nil || ok {
+			t.Fatalf("restore over a newer pending request: %v %v, want refused", ok, err)
+		}
+		if run, _, _ := s.PendingRun(ctx, d2); run != "other" {
+			t.Fatalf("pending run of %v = %q, want the newer other", d2, run)
 		}
 	})
 }
 
-func TestTakePendingConcurrent(t *testing.T) {
+func TestRenewDay(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2024-01-01"}
 	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
-		if err := s.SetPending(ctx, day, []byte("x")); err != nil {
+		if ok, err := s.RenewDay(ctx, day, "run-1", time.Hour); err != nil || ok {
+			t.Fatalf("renew a free day: %v %v, want refused", ok, err)
+		}
+		if holder, _, _ := s.DayHolder(ctx, day); holder != "" {
+			t.Fatalf("renewing a free day took it for %q", holder)
+		}
+		if _, _, err := s.AcquireDay(ctx, day, "run-1", time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		var took atomic.Int32
+		if ok, err := s.RenewDay(ctx, day, "run-2", time.Hour); err != nil || ok {
+			t.Fatalf("renew by a non-holder: %v %v", ok, err)
+		}
+		if ok, err := s.RenewDay(ctx, day, "run-1", time.Hour); err != nil || !ok {
+			t.Fatalf("renew by the holder: %v %v", ok, err)
+		}
+	})
+}
+
+// TestQueueConcurrent: of n requests queued at once on a busy day exactly
+// one stays pending, and every other is reported replaced exactly once.
+func TestQueueConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2024-01-01"}
+	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+		if _, _, err := s.AcquireDay(ctx, day, "holder", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		const n = 20
+		var mu sync.Mutex
+		replaced := map[string]int{}
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				run := fmt.Sprintf("run-%d", i)
+				c, err := s.LeaseOrQueue(ctx, day, run, []byte(run), time.Hour)
+				if err != nil || c.Leased {
+					t.Errorf("queue %s: %+v %v", run, c, err)
+					return
+				}
+				if c.ReplacedRun != "" {
+					mu.Lock()
+					replaced[c.ReplacedRun]++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		pending, ok, err := s.PendingRun(ctx, day)
+		if err != nil || !ok {
+			t.Fatalf("nothing pending: %v", err)
+		}
+		if len(replaced) != n-1 || replaced[pending] != 0 {
+			t.Fatalf("replaced %v (pending %s), want the other %d once each", replaced, pending, n-1)
+		}
+		for run, k := range replaced {
+			if k != 1 {
+				t.Fatalf("%s replaced %d times", run, k)
+			}
+		}
+	})
+}
+
+// TestPromoteConcurrent: of many promoters of one freed day exactly one
+// starts its pending request.
+func TestPromoteConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2024-01-01"}
+	each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+		if _, _, err := s.AcquireDay(ctx, day, "holder", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.LeaseOrQueue(ctx, day, "queued", []byte("x"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReleaseDay(ctx, day, "holder"); err != nil {
+			t.Fatal(err)
+		}
+		var started atomic.Int32
 		var wg sync.WaitGroup
 		for range 10 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, ok, err := s.TakePending(ctx, day); err != nil {
+				if p, err := s.PromotePending(ctx, day, time.Hour); err != nil {
 					t.Error(err)
-				} else if ok {
-					took.Add(1)
+				} else if p.Started {
+					started.Add(1)
 				}
 			}()
 		}
 		wg.Wait()
-		if took.Load() != 1 {
-			t.Fatalf("taken %d times, want once", took.Load())
+		if started.Load() != 1 {
+			t.Fatalf("started %d times, want once", started.Load())
 		}
 	})
 }
@@ -475,5 +609,52 @@ func TestPrefixIsolation(t *testing.T) {
 		if k[:2] != "a:" && k[:2] != "b:" {
 			t.Fatalf("key %q outside the prefixes", k)
 		}
+	}
+}
+
+// TestLeaseFreedDayWithPending: a run that leases a freed day replaces the
+// request still pending for it, unless that request is the run itself (a
+// redelivery), which then holds the day and is no longer pending.
+func TestLeaseFreedDayWithPending(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	day := state.DayKey{Project: "p", Ingestion: "e", Date: "2024-01-01"}
+	tests := []struct {
+		name, run    string
+		wantReplaced string
+	}{
+		{"a newer run", "newer", "queued"},
+		{"the queued run itself", "queued", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			each(t, func(t *testing.T, _ backend, s *state.State, _ *clock) {
+				if _, _, err := s.AcquireDay(ctx, day, "holder", time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.LeaseOrQueue(ctx, day, "queued", []byte("queued-payload"), time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.ReleaseDay(ctx, day, "holder"); err != nil {
+					t.Fatal(err)
+				}
+				c, err := s.LeaseOrQueue(ctx, day, tt.run, []byte("x"), time.Hour)
+				if err != nil || !c.Leased || c.ReplacedRun != tt.wantReplaced {
+					t.Fatalf("lease the freed day: %+v err=%v, want leased replacing %q", c, err, tt.wantReplaced)
+				}
+				if tt.wantReplaced != "" && string(c.Replaced) != "queued-payload" {
+					t.Fatalf("replaced payload %q", c.Replaced)
+				}
+				if run, ok, _ := s.PendingRun(ctx, day); ok {
+					t.Fatalf("%s still pending", run)
+				}
+				if days, _ := s.PendingDays(ctx); len(days) != 0 {
+					t.Fatalf("pending days %v, want none", days)
+				}
+				if holder, _, _ := s.DayHolder(ctx, day); holder != tt.run {
+					t.Fatalf("held by %q, want %s", holder, tt.run)
+				}
+			})
+		})
 	}
 }

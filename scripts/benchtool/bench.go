@@ -22,12 +22,12 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
 	"github.com/sluicehq/sluice/schemas"
-	"github.com/sluicehq/sluice/services/planner"
 )
 
 // benchDay is far from today so the planner's catch-up never touches it.
@@ -355,15 +355,15 @@ func (b *bench) pipeline(ctx context.Context, wh string, rows int) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	d, err := planner.NewDispatcher(planner.DispatcherDeps{Client: cl, Kafka: kcfg, Codecs: codecs, Settings: f, Store: st,
-		State: state.New(b.rdb, state.Options{}), Logger: b.log})
+	d, err := dispatch.New(dispatch.Config{LeaseTTL: f.Pipeline.LeaseTTL}, dispatch.Deps{Client: cl, Kafka: kcfg, Codecs: codecs,
+		Settings: f, Store: st, State: state.New(b.rdb, state.Options{}), Logger: b.log})
 	if err != nil {
 		return nil, err
 	}
 
 	brokerCPU0, pgCPU0, busy0 := b.broker.cpu(), postgresCPU(), machineBusy()
 	start := time.Now()
-	runID, err := d.Dispatch(ctx, planner.Request{Project: demo.ProjectName, Ingestion: demo.WebEventsAPI,
+	runID, err := d.Dispatch(ctx, dispatch.Request{Project: demo.ProjectName, Ingestion: demo.WebEventsAPI,
 		Date: benchDay.String(), Trigger: "api", Reason: "bench"})
 	if err != nil {
 		return nil, fmt.Errorf("dispatch the bench day: %w", err)

@@ -29,9 +29,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/runid"
-	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
@@ -51,8 +51,6 @@ type Config struct {
 	// DrainTimeout bounds how long running extractions may finish after
 	// the extractor is told to stop; unfinished ones are redone elsewhere.
 	DrainTimeout time.Duration
-	// LeaseTTL is the day lease an outside request takes (default 2h).
-	LeaseTTL time.Duration
 }
 
 // GroupName is the consumer group of a selection: extractors with the same
@@ -85,9 +83,6 @@ func (c *Config) defaults() {
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = time.Second
 	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 2 * time.Hour
-	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
@@ -100,13 +95,14 @@ type Deps struct {
 	Sources  *warehouse.Pool
 	Settings *config.File
 	Store    store.Store
-	// State holds the day leases. A request published by an outside system
-	// (empty run_id) takes its day's lease here, so one run per day and
-	// fencing hold for it too; without State such requests run unleased.
-	State    *state.State
 	Logger   *slog.Logger
 	Clock    func() time.Time
 	Registry prometheus.Registerer
+
+	// Dispatcher claims the day of a request published by an outside
+	// system (empty run_id), so one run per day and fencing hold for it
+	// too; without it such requests run unleased. It needs no Kafka client.
+	Dispatcher *dispatch.Dispatcher
 }
 
 // Service is a running extractor.
@@ -312,7 +308,7 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 	}
 	if req.RunID == "" {
 		// Published by an outside system: lease the day as the planner would.
-		if proceed, commit := s.claimOutside(ctx, rec, &req, ing); !proceed {
+		if proceed, commit := s.claimOutside(ctx, rec, &req); !proceed {
 			return commit
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pkg/runid"
@@ -76,8 +77,13 @@ func TestOutsideRequests(t *testing.T) {
 	})
 	t.Cleanup(func() { pool.Close() })
 	reg := prometheus.NewRegistry()
-	svc, err := New(Config{LeaseTTL: time.Hour}, Deps{Kafka: kcfg, Codecs: codecs, Sources: pool, Settings: settings,
-		Store: st, State: st8, Logger: log, Registry: reg})
+	days, err := dispatch.New(dispatch.Config{LeaseTTL: time.Hour}, dispatch.Deps{Codecs: codecs, Settings: settings, Store: st,
+		State: st8, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Config{}, Deps{Kafka: kcfg, Codecs: codecs, Sources: pool, Settings: settings,
+		Store: st, Dispatcher: days, Logger: log, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +116,7 @@ func TestOutsideRequests(t *testing.T) {
 			time.Sleep(10 * time.Millisecond) // polling the running service
 		}
 	}
-	key := state.DayKey{Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()}
+	key := dispatch.Day{Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()}
 
 	// A request for a free day leases it and extracts.
 	publish(schemas.IngestRequest{RequestID: "orch-1", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String(), Trigger: "scheduled"})
@@ -118,7 +124,7 @@ func TestOutsideRequests(t *testing.T) {
 	if r.Trigger != schemas.TriggerRequest || r.Fence <= 0 {
 		t.Errorf("outside run %+v: want trigger request and a fence", r)
 	}
-	if holder, fence, _ := st8.DayHolder(ctx, key); holder != "req-orch-1" || fence != r.Fence {
+	if holder, fence, _ := days.Holder(ctx, key); holder != "req-orch-1" || fence != r.Fence {
 		t.Errorf("day held by %q fence %d, want req-orch-1 fence %d (the loader releases it)", holder, fence, r.Fence)
 	}
 
@@ -128,13 +134,8 @@ func TestOutsideRequests(t *testing.T) {
 	publish(schemas.IngestRequest{RequestID: "orch-3", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()})
 	waitRun("req-orch-3", func(r store.Run) bool { return r.Status == store.StatusScheduled })
 	waitRun("req-orch-2", func(r store.Run) bool { return r.Status == store.StatusSuperseded })
-	payload, ok, err := st8.TakePending(ctx, key)
-	if err != nil || !ok {
-		t.Fatalf("no pending request for %s (%v)", key, err)
-	}
-	var pending schemas.IngestRequest
-	if err := codecs.Decode(codecs.IngestRequest, payload, &pending); err != nil || pending.RunID != "req-orch-3" {
-		t.Fatalf("pending %+v (%v), want req-orch-3", pending, err)
+	if pending, ok, err := days.Pending(ctx, key); err != nil || !ok || pending != "req-orch-3" {
+		t.Fatalf("pending %q %v (%v), want req-orch-3", pending, ok, err)
 	}
 
 	// A bad date of a known ingestion: a FAILED run with REQUEST_ERROR.

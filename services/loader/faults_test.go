@@ -15,6 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pkg/state"
@@ -152,12 +154,22 @@ func (r *faultRig) encode(t *testing.T, batches []*schemas.MappedBatch) [][]byte
 	return out
 }
 
+// dispatcher releases the loader's days in the rig's Redis.
+func (r *faultRig) dispatcher(t *testing.T) *dispatch.Dispatcher {
+	t.Helper()
+	d, err := dispatch.New(dispatch.Config{}, dispatch.Deps{Codecs: r.codecs, Settings: &config.File{}, Store: r.store, State: r.state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // runLoader runs a loader until it has finished want runs, and returns
 // their outcomes.
 func (r *faultRig) runLoader(t *testing.T, want int) []store.Outcome {
 	t.Helper()
 	done := make(chan store.Outcome, 16)
-	svc, err := New(Config{Group: "loader-test"}, Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: r.store, State: r.state,
+	svc, err := New(Config{Group: "loader-test"}, Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: r.store, Dispatcher: r.dispatcher(t),
 		Logger:    slog.New(slog.DiscardHandler),
 		OnDayDone: func(_ context.Context, _ store.RunEnd, o store.Outcome) { done <- o }})
 	if err != nil {

@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
-	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -36,12 +36,14 @@ type Deps struct {
 	Kafka    kafka.Config
 	Codecs   *schemas.Codecs
 	Store    store.Store
-	State    *state.State
 	Logger   *slog.Logger
 	Clock    func() time.Time
 	Registry prometheus.Registerer
 	// OnDayDone, when set, is told about every finished run (notifications).
 	OnDayDone func(ctx context.Context, end store.RunEnd, outcome store.Outcome)
+
+	// Dispatcher releases a finished run's day; it needs no Kafka client.
+	Dispatcher *dispatch.Dispatcher
 }
 
 // Service is a running loader.
@@ -76,8 +78,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.MaxRejectedShare == 0 {
 		cfg.MaxRejectedShare = 1
 	}
-	if deps.Codecs == nil || deps.Store == nil || deps.State == nil {
-		return nil, errors.New("loader: codecs, store and state are required")
+	if deps.Codecs == nil || deps.Store == nil || deps.Dispatcher == nil {
+		return nil, errors.New("loader: codecs, store and dispatcher are required")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -182,7 +184,7 @@ func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 // finish completes or fails one run and releases its day.
 func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	log := s.deps.Logger.With("run_id", m.RunID, "ingestion", m.Ingestion, "day", m.Date, "project", m.Project)
-	day := state.DayKey{Project: m.Project, Ingestion: m.Ingestion, Date: m.Date}
+	day := dispatch.Day{Project: m.Project, Ingestion: m.Ingestion, Date: m.Date}
 	end := store.RunEnd{
 		RunID: m.RunID, ExtractID: m.ExtractID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type,
 		Date: m.Date, Trigger: m.Trigger, Fence: m.Fence, Batches: m.Seq, Rows: m.RowCount,
@@ -234,7 +236,7 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 		attrs = append(attrs, "duration_ms", took.Milliseconds())
 	}
 	log.Info("run finished", attrs...)
-	if err := s.deps.State.ReleaseDay(ctx, day, m.RunID); err != nil {
+	if err := s.deps.Dispatcher.Release(ctx, day, m.RunID); err != nil {
 		return fmt.Errorf("release day %s: %w", day, err)
 	}
 	if s.deps.OnDayDone != nil {

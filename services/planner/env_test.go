@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/state"
@@ -68,7 +69,7 @@ type env struct {
 	state      *state.State
 	store      store.Store
 	sources    *warehouse.Pool
-	dispatcher *Dispatcher
+	dispatcher *dispatch.Dispatcher
 	codecs     *schemas.Codecs
 	kafka      kafka.Config
 	brokers    []string
@@ -155,8 +156,8 @@ func newEnv(tb testing.TB, spec demo.Spec, sched config.Schedule, now time.Time)
 	if err := kafka.EnsureTopics(ctx, cl, e.kafka, kafka.AllTopics...); err != nil {
 		tb.Fatal(err)
 	}
-	e.dispatcher, err = NewDispatcher(DispatcherDeps{Client: cl, Kafka: e.kafka, Codecs: e.codecs, Settings: settings,
-		Store: st, State: e.state, LeaseTTL: time.Hour, Logger: discard(), Clock: e.clock.Now})
+	e.dispatcher, err = dispatch.New(dispatch.Config{LeaseTTL: time.Hour}, dispatch.Deps{Client: cl, Kafka: e.kafka, Codecs: e.codecs,
+		Settings: settings, Store: st, State: e.state, Logger: discard(), Clock: e.clock.Now})
 	if err != nil {
 		tb.Fatal(err)
 	}

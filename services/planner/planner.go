@@ -1,6 +1,6 @@
 // Package planner decides which days load when. It turns daily schedules
 // (after checking that the day's data is present), reload candidates from
-// the watcher, and queued requests into runs through the Dispatcher, which
+// the watcher, and queued requests into runs through pkg/dispatch, which
 // keeps one run per day in flight.
 package planner
 
@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -70,7 +71,7 @@ type Deps struct {
 	Store      store.Store
 	State      *state.State
 	Sources    *warehouse.Pool
-	Dispatcher *Dispatcher
+	Dispatcher *dispatch.Dispatcher
 	Logger     *slog.Logger
 	Clock      func() time.Time
 	Registry   prometheus.Registerer
@@ -173,7 +174,7 @@ func (s *Service) Tick(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("schedule %s/%s: %w", ing.Project, ing.Name, err))
 		}
 	}
-	if err := s.deps.Dispatcher.ReleasePending(ctx); err != nil {
+	if err := s.deps.Dispatcher.StartPending(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -268,7 +269,7 @@ func (s *Service) scheduleWindow(ctx context.Context, ing *config.Ingestion, w w
 	} else if len(loaded) > 0 {
 		return nil
 	}
-	if held, _, err := s.deps.State.DayHolder(ctx, state.DayKey{Project: ing.Project, Ingestion: ing.Name, Date: date}); err != nil || held != "" {
+	if busy, err := s.deps.Dispatcher.Busy(ctx, dispatch.Day{Project: ing.Project, Ingestion: ing.Name, Date: date}); err != nil || busy {
 		return err // a run of the day is in flight already
 	}
 	if !now.Before(w.end) {
@@ -352,7 +353,7 @@ func (s *Service) catchUp(ctx context.Context) (deferred int, _ error) {
 			if loaded[date] {
 				continue
 			}
-			if held, _, err := s.deps.State.DayHolder(ctx, state.DayKey{Project: ing.Project, Ingestion: ing.Name, Date: date}); err != nil || held != "" {
+			if busy, err := s.deps.Dispatcher.Busy(ctx, dispatch.Day{Project: ing.Project, Ingestion: ing.Name, Date: date}); err != nil || busy {
 				deferred++
 				continue
 			}
@@ -418,7 +419,7 @@ func (s *Service) hasRun(ctx context.Context, ing *config.Ingestion, date string
 }
 
 func (s *Service) dispatch(ctx context.Context, ing *config.Ingestion, date, trigger, reason string) error {
-	_, err := s.deps.Dispatcher.Dispatch(ctx, Request{Project: ing.Project, Ingestion: ing.Name, Date: date, Trigger: trigger, Reason: reason})
+	_, err := s.deps.Dispatcher.Dispatch(ctx, dispatch.Request{Project: ing.Project, Ingestion: ing.Name, Date: date, Trigger: trigger, Reason: reason})
 	if err != nil {
 		return err
 	}

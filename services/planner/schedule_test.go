@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/schemas"
@@ -100,7 +101,7 @@ func TestScheduleWindow(t *testing.T) {
 			if len(runs) != 1 || runs[0].Trigger != schemas.TriggerScheduled || runs[0].Status != store.StatusScheduled {
 				t.Fatalf("want exactly one scheduled run, got %+v", runs)
 			}
-			if holder, _, _ := e.state.DayHolder(ctx, state.DayKey{Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()}); holder != runs[0].RunID {
+			if holder, _, _ := e.dispatcher.Holder(ctx, dispatch.Day{Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()}); holder != runs[0].RunID {
 				t.Errorf("day lease held by %q, want the run %s", holder, runs[0].RunID)
 			}
 			for _, ing := range []string{demo.WebEventsAPI, demo.DailyMetricsAPI} {
@@ -167,7 +168,7 @@ func TestCatchUp(t *testing.T) {
 			}
 			for _, r := range runs {
 				// The runs end (failed, say): the lease is free again.
-				if err := e.state.ReleaseDay(ctx, state.DayKey{Project: demo.ProjectName, Ingestion: ing, Date: d.String()}, r.RunID); err != nil {
+				if err := e.dispatcher.Release(ctx, dispatch.Day{Project: demo.ProjectName, Ingestion: ing, Date: d.String()}, r.RunID); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -231,7 +232,7 @@ func TestCatchUpRetriesADayADeadDispatchHeld(t *testing.T) {
 	}
 	// ...and once its lease is gone (here released; it expires after
 	// dispatchLease), a later tick's catch-up dispatches it.
-	if err := e.state.ReleaseDay(ctx, key, "run-of-a-dead-dispatch"); err != nil {
+	if err := e.dispatcher.Release(ctx, key, "run-of-a-dead-dispatch"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(ctx, t, func() bool { return len(e.runs(t, demo.DailyMetrics, day)) == 1 })

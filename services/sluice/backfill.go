@@ -12,10 +12,10 @@ import (
 	"cloud.google.com/go/civil"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/schemas"
-	"github.com/sluicehq/sluice/services/planner"
 )
 
 // MaxBackfillDays bounds one backfill, as the HTTP API does.
@@ -32,7 +32,7 @@ type backfillOptions struct {
 
 func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("backfill", "Loads a range of days of one source (ingestion), one run per day, replacing days already loaded atomically.\n"+
-		"Runs go through the planner's dispatcher: one run per day in flight, a busy day queued once. The extractor\n"+
+		"Runs go through the dispatcher: one run per day in flight, a busy day queued once. The extractor\n"+
 		"bounds concurrent queries per connection by its max_concurrency. Prints one line per day: date and run id.\n"+
 		"With --wait, shows progress on stderr and exits 0 only if every day loaded.", stderr)
 	var common commonFlags
@@ -136,7 +136,7 @@ func backfill(ctx context.Context, in *Infra, o backfillOptions, stdout, stderr 
 	reason := fmt.Sprintf("backfill %s of %s..%s", id, o.from, o.to)
 	var days []backfillDay
 	for day := o.from; !day.After(o.to); day = day.AddDays(1) {
-		runID, err := d.Dispatch(ctx, planner.Request{Project: ing.Project, Ingestion: ing.Name, Date: day.String(),
+		runID, err := d.Dispatch(ctx, daydispatch.Request{Project: ing.Project, Ingestion: ing.Name, Date: day.String(),
 			Trigger: schemas.TriggerBackfill, Reason: reason})
 		if err != nil {
 			return fmt.Errorf("start run of %s (%d of %d days started): %w", day, len(days), o.to.DaysSince(o.from)+1, err)

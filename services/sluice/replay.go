@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/schemas"
-	"github.com/sluicehq/sluice/services/planner"
 )
 
 // replayOptions are `sluice replay`'s flags.
@@ -122,7 +122,7 @@ func replayRun(ctx context.Context, in *Infra, o replayOptions, stdout io.Writer
 	}
 	defer closeDispatcher()
 	reason := fmt.Sprintf("replay of run %s (%d rows rejected) under the current mapping", old.RunID, rejected)
-	newID, err := d.Dispatch(ctx, planner.Request{Project: old.Project, Ingestion: old.Ingestion, Date: old.Date,
+	newID, err := d.Dispatch(ctx, daydispatch.Request{Project: old.Project, Ingestion: old.Ingestion, Date: old.Date,
 		Trigger: schemas.TriggerReplay, Reason: reason})
 	if err != nil {
 		return 0, fmt.Errorf("start the replay of %s on %s: %w", old.Ingestion, old.Date, err)
@@ -173,7 +173,7 @@ func findRun(ctx context.Context, in *Infra, project, runID string) (store.Run, 
 
 // newDispatcher builds a Dispatcher on in as Build does; close releases
 // its Kafka client.
-func newDispatcher(ctx context.Context, in *Infra, name string) (*planner.Dispatcher, func(), error) {
+func newDispatcher(ctx context.Context, in *Infra, name string) (*daydispatch.Dispatcher, func(), error) {
 	if err := ensureTopics(ctx, in); err != nil {
 		return nil, nil, fmt.Errorf("reach kafka: %w", err)
 	}
@@ -181,8 +181,7 @@ func newDispatcher(ctx context.Context, in *Infra, name string) (*planner.Dispat
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := planner.NewDispatcher(planner.DispatcherDeps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs,
-		Settings: in.Settings, Store: in.Store, State: in.State, LeaseTTL: in.Settings.Pipeline.LeaseTTL, Logger: in.Logger, Clock: in.Clock})
+	d, err := newDispatch(in, daydispatch.Config{LeaseTTL: in.Settings.Pipeline.LeaseTTL}, cl)
 	if err != nil {
 		cl.Close()
 		return nil, nil, err

@@ -18,12 +18,12 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
 	"github.com/sluicehq/sluice/schemas"
-	"github.com/sluicehq/sluice/services/planner"
 )
 
 // replayBed is the dev stack's pieces for the replay test: kfake,
@@ -145,7 +145,7 @@ func TestReplayLoadsTheRejectedRowsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldID, err := d.Dispatch(t.Context(), planner.Request{Project: demo.ProjectName, Ingestion: ing, Date: bed.day.String(), Trigger: schemas.TriggerAPI})
+	oldID, err := d.Dispatch(t.Context(), daydispatch.Request{Project: demo.ProjectName, Ingestion: ing, Date: bed.day.String(), Trigger: schemas.TriggerAPI})
 	closeDispatcher()
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/notify"
 	"github.com/sluicehq/sluice/pkg/state"
@@ -190,8 +192,16 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 		drain = DefaultDrainTimeout
 	}
 	var out []runnable
-	var dispatcher *planner.Dispatcher
-	dispatcherFor := func() (*planner.Dispatcher, error) {
+	// One dispatcher publishes (planner, trigger); the services that only
+	// claim, ask or release (extractor, watcher, loader) share one without
+	// a Kafka client.
+	dispatchCfg := daydispatch.Config{LeaseTTL: p.LeaseTTL, RetryBackoff: o.Extractor.RetryBackoff}
+	days, err := newDispatch(in, dispatchCfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	var dispatcher *daydispatch.Dispatcher
+	dispatcherFor := func() (*daydispatch.Dispatcher, error) {
 		if dispatcher != nil {
 			return dispatcher, nil
 		}
@@ -202,8 +212,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 		// Closed after intake (trigger, planner) has stopped dispatching.
 		out = append(out, runnable{name: "dispatcher", stop: stageClients,
 			run: func(ctx context.Context) error { <-ctx.Done(); cl.Close(); return nil }})
-		dispatcher, err = planner.NewDispatcher(planner.DispatcherDeps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs,
-			Settings: in.Settings, Store: in.Store, State: in.State, LeaseTTL: p.LeaseTTL, Logger: in.Logger, Clock: in.Clock})
+		dispatcher, err = newDispatch(in, dispatchCfg, cl)
 		return dispatcher, err
 	}
 	for _, t := range o.Targets {
@@ -227,14 +236,11 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			if cfg.BatchRows == 0 {
 				cfg.BatchRows = p.BatchRows
 			}
-			if cfg.LeaseTTL == 0 {
-				cfg.LeaseTTL = p.LeaseTTL
-			}
 			if cfg.DrainTimeout == 0 {
 				cfg.DrainTimeout = drain
 			}
 			svc, err := extractor.New(cfg, extractor.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Sources: in.Sources,
-				Settings: in.Settings, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry})
+				Settings: in.Settings, Store: in.Store, Dispatcher: days, Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}
@@ -255,7 +261,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 				out = append(out, *notifier)
 			}
 			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare, DrainTimeout: drain}, loader.Deps{Kafka: in.Kafka,
-				Codecs: in.Codecs, Store: in.Store, State: in.State, Logger: log, Clock: in.Clock, Registry: in.Registry,
+				Codecs: in.Codecs, Store: in.Store, Dispatcher: days, Logger: log, Clock: in.Clock, Registry: in.Registry,
 				OnDayDone: onDone})
 			if err != nil {
 				return nil, err
@@ -264,7 +270,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 		case "watcher":
 			svc, err := watcher.New(watcher.Config{Days: p.WatchDays, Interval: p.WatchInterval, Threshold: p.ReloadThreshold, Tick: o.WatcherTick},
 				watcher.Deps{Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings, Store: in.Store, State: in.State,
-					Sources: in.Sources, Logger: log, Clock: in.Clock, Registry: in.Registry})
+					Dispatcher: days, Sources: in.Sources, Logger: log, Clock: in.Clock, Registry: in.Registry})
 			if err != nil {
 				return nil, err
 			}
@@ -279,7 +285,7 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 				tcfg.ShutdownTimeout = drain
 			}
 			svc, err := trigger.New(tcfg, trigger.Deps{Config: in.Settings, Store: in.Store, State: in.State,
-				Dispatcher: dispatchAdapter{d}, Logger: log, Clock: in.Clock, Registry: in.Registry,
+				Dispatcher: d, Logger: log, Clock: in.Clock, Registry: in.Registry,
 				Validator: validateAdapter{validation.New(validation.Deps{Settings: in.Settings, Sources: in.Sources, Clock: in.Clock})}})
 			if err != nil {
 				return nil, err
@@ -367,12 +373,11 @@ func ensureTopics(ctx context.Context, in *Infra) error {
 	return kafka.EnsureTopics(ctx, cl, in.Kafka, kafka.AllTopics...)
 }
 
-// dispatchAdapter lets the trigger service start runs through the planner's
-// dispatcher without either package knowing the other.
-type dispatchAdapter struct{ d *planner.Dispatcher }
-
-func (a dispatchAdapter) Dispatch(ctx context.Context, r trigger.DispatchRequest) (string, error) {
-	return a.d.Dispatch(ctx, planner.Request{Project: r.Project, Ingestion: r.Ingestion, Date: r.Date, Trigger: r.Trigger, Reason: r.Reason})
+// newDispatch is the dispatcher on in's store and state; cl (nil for one
+// that only claims, asks and releases) is its producing client.
+func newDispatch(in *Infra, cfg daydispatch.Config, cl *kgo.Client) (*daydispatch.Dispatcher, error) {
+	return daydispatch.New(cfg, daydispatch.Deps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs, Settings: in.Settings,
+		Store: in.Store, State: in.State, Logger: in.Logger.With("component", "dispatch"), Clock: in.Clock})
 }
 
 // storeProbe is the cheapest store read: readiness only needs an answer.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/state"
@@ -35,7 +36,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 	"github.com/sluicehq/sluice/schemas"
 	"github.com/sluicehq/sluice/services/extractor"
-	"github.com/sluicehq/sluice/services/planner"
 )
 
 // whStack is the pipeline over kfake, the real Redis and a DuckDB store,
@@ -46,7 +46,7 @@ type whStack struct {
 	t        *testing.T
 	in       *Infra
 	e2e      *e2eStack // waitDay and storeEvents
-	dispatch *planner.Dispatcher
+	dispatch *daydispatch.Dispatcher
 	kadm     *kadm.Client
 }
 
@@ -120,8 +120,7 @@ func newWHStack(t *testing.T, conns []config.Connection, ings []config.Ingestion
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	d, err := planner.NewDispatcher(planner.DispatcherDeps{Client: cl, Kafka: in.Kafka, Codecs: in.Codecs,
-		Settings: settings, Store: in.Store, State: in.State, Logger: logger})
+	d, err := newDispatch(in, daydispatch.Config{}, cl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +154,7 @@ func (s *whStack) start(o RunOptions) (stop func()) {
 
 func (s *whStack) request(ingestion string, day civil.Date) {
 	s.t.Helper()
-	if _, err := s.dispatch.Dispatch(s.t.Context(), planner.Request{Project: demo.ProjectName, Ingestion: ingestion,
+	if _, err := s.dispatch.Dispatch(s.t.Context(), daydispatch.Request{Project: demo.ProjectName, Ingestion: ingestion,
 		Date: day.String(), Trigger: schemas.TriggerBackfill, Reason: "test"}); err != nil {
 		s.t.Fatal(err)
 	}

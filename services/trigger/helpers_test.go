@@ -23,6 +23,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/apikey"
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/store/postgres"
@@ -57,11 +58,11 @@ func testConfig() *config.File {
 // recorder is a Dispatcher that remembers every request.
 type recorder struct {
 	mu    sync.Mutex
-	calls []DispatchRequest
+	calls []dispatch.Request
 	fail  error
 }
 
-func (d *recorder) Dispatch(_ context.Context, r DispatchRequest) (string, error) {
+func (d *recorder) Dispatch(_ context.Context, r dispatch.Request) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.fail != nil {
@@ -71,10 +72,10 @@ func (d *recorder) Dispatch(_ context.Context, r DispatchRequest) (string, error
 	return fmt.Sprintf("run-%d-%s-%s", len(d.calls), r.Ingestion, r.Date), nil
 }
 
-func (d *recorder) Calls() []DispatchRequest {
+func (d *recorder) Calls() []dispatch.Request {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]DispatchRequest(nil), d.calls...)
+	return append([]dispatch.Request(nil), d.calls...)
 }
 
 func (d *recorder) SetFail(err error) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -146,7 +147,7 @@ func (s *Service) start(ctx context.Context, project string, ingestions, dates [
 	runs := make([]startedRun, 0, len(ingestions)*len(dates))
 	for _, in := range ingestions {
 		for _, d := range dates {
-			id, err := s.dispatch.Dispatch(ctx, DispatchRequest{
+			id, err := s.dispatch.Dispatch(ctx, dispatch.Request{
 				Project: project, Ingestion: in, Date: d, Trigger: trigger, Reason: reason,
 			})
 			if err != nil {

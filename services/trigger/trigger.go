@@ -17,18 +17,15 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/apikey"
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
-// Dispatcher starts runs; the planner package provides the real one.
+// Dispatcher starts runs: *dispatch.Dispatcher, the one door through
+// which a day's run starts.
 type Dispatcher interface {
-	Dispatch(ctx context.Context, r DispatchRequest) (runID string, err error)
-}
-
-// DispatchRequest asks for one day of one ingestion to be loaded.
-type DispatchRequest struct {
-	Project, Ingestion, Date, Trigger, Reason string
+	Dispatch(ctx context.Context, r dispatch.Request) (runID string, err error)
 }
 
 // Config tunes the service. Zero values take the defaults below.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -70,6 +71,10 @@ type Deps struct {
 	Logger   *slog.Logger
 	Clock    func() time.Time
 	Registry prometheus.Registerer
+
+	// Dispatcher says whether a day's run is in flight; it needs no Kafka
+	// client.
+	Dispatcher *dispatch.Dispatcher
 }
 
 // Service is a running watcher.
@@ -85,8 +90,8 @@ type Service struct {
 // New builds a watcher and its producer.
 func New(cfg Config, deps Deps) (*Service, error) {
 	cfg.defaults()
-	if deps.Codecs == nil || deps.Settings == nil || deps.Store == nil || deps.State == nil || deps.Sources == nil {
-		return nil, errors.New("watcher: codecs, settings, store, state and sources are required")
+	if deps.Codecs == nil || deps.Settings == nil || deps.Store == nil || deps.State == nil || deps.Dispatcher == nil || deps.Sources == nil {
+		return nil, errors.New("watcher: codecs, settings, store, state, dispatcher and sources are required")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -161,8 +166,8 @@ func (s *Service) checkDay(ctx context.Context, d store.Day) error {
 	if !ok {
 		return nil
 	}
-	key := state.DayKey{Project: d.Project, Ingestion: d.Ingestion, Date: d.Date}
-	if holder, _, err := s.deps.State.DayHolder(ctx, key); err != nil || holder != "" {
+	key := dispatch.Day{Project: d.Project, Ingestion: d.Ingestion, Date: d.Date}
+	if busy, err := s.deps.Dispatcher.Busy(ctx, key); err != nil || busy {
 		return err // a run of the day is in flight; count after it
 	}
 	day, err := civil.ParseDate(d.Date)

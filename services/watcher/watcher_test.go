@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pkg/state"
@@ -82,8 +83,13 @@ func newWatchFixture(t *testing.T) *watchFixture {
 	if f.codecs, err = schemas.NewCodecs(); err != nil {
 		t.Fatal(err)
 	}
+	st8 := state.New(rdb, state.Options{})
+	days, err := dispatch.New(dispatch.Config{}, dispatch.Deps{Codecs: f.codecs, Settings: settings, Store: st, State: st8})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.svc, err = New(Config{Days: 3, Interval: time.Hour, Threshold: 0.05},
-		Deps{Kafka: kcfg, Codecs: f.codecs, Settings: settings, Store: st, State: state.New(rdb, state.Options{}),
+		Deps{Kafka: kcfg, Codecs: f.codecs, Settings: settings, Store: st, State: st8, Dispatcher: days,
 			Sources: f.pool, Logger: log, Clock: func() time.Time { return f.now }})
 	if err != nil {
 		t.Fatal(err)
