@@ -109,8 +109,8 @@ func (s *Source) StreamFrom(ctx context.Context, query string, day civil.Date, b
 		return 0, s.classify(parent, ctx, fmt.Sprintf("read the result schema of day %s", day), err)
 	}
 	st.l.setSchema(md.Schema)
-	if st.offset >= int64(md.NumRows) {
-		return 0, nil // nothing after the cursor; the API leaves reading past the end undefined
+	if from != nil && st.offset >= int64(md.NumRows) {
+		return 0, nil // resumed at the end: the Storage Read API leaves reading there undefined
 	}
 	if s.read != nil {
 		err = st.readStorage()
@@ -271,13 +271,13 @@ func (e *readError) Unwrap() error { return e.err }
 // readStorage reads the table from the row index through single-stream
 // read sessions, opening a new one whenever the last has expired.
 func (st *stream) readStorage() error {
-	var stream string
+	var name string
 	var schema []byte
 	renewed := false // a new session opened since the last row arrived
 	retries := 0
 	bo := gax.Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2}
 	for {
-		if stream == "" {
+		if name == "" {
 			sess, err := st.s.read.CreateReadSession(st.ctx, &storagepb.CreateReadSessionRequest{
 				Parent:         "projects/" + st.s.client.Project(),
 				ReadSession:    &storagepb.ReadSession{Table: st.id, DataFormat: storagepb.DataFormat_ARROW},
@@ -292,10 +292,10 @@ func (st *stream) readStorage() error {
 			if len(sess.GetStreams()) == 0 {
 				return nil // an empty table has no stream
 			}
-			stream, schema = sess.GetStreams()[0].GetName(), sess.GetArrowSchema().GetSerializedSchema()
+			name, schema = sess.GetStreams()[0].GetName(), sess.GetArrowSchema().GetSerializedSchema()
 		}
 		before := st.offset
-		err := st.readStream(stream, schema)
+		err := st.readStream(name, schema)
 		if st.offset > before {
 			renewed, retries = false, 0
 		}
@@ -309,7 +309,7 @@ func (st *stream) readStorage() error {
 		switch code := status.Code(re.err); {
 		case code == codes.FailedPrecondition && !renewed:
 			// The session expired (6 h); a new one reads the same table.
-			stream, renewed = "", true
+			name, renewed = "", true
 			continue
 		case code == codes.NotFound:
 			return fmt.Errorf("read result table %s of day %s at row %d: %w: %w", st.id, st.day, st.offset, warehouse.ErrCursorExpired, re.err)
