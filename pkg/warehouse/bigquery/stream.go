@@ -109,7 +109,10 @@ func (s *Source) StreamFrom(ctx context.Context, query string, day civil.Date, b
 		return 0, s.classify(parent, ctx, fmt.Sprintf("read the result schema of day %s", day), err)
 	}
 	st.l.setSchema(md.Schema)
-	if from != nil && st.offset >= int64(md.NumRows) {
+	if from != nil && st.offset > int64(md.NumRows) {
+		return 0, fmt.Errorf("resume day %s at row %d of result table %s, which has %d rows", day, st.offset, id, md.NumRows)
+	}
+	if from != nil && st.offset == int64(md.NumRows) {
 		return 0, nil // resumed at the end: the Storage Read API leaves reading there undefined
 	}
 	if s.read != nil {

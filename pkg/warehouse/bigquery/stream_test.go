@@ -269,6 +269,7 @@ func TestResumeCursorChecks(t *testing.T) {
 		{"REST cursor on a storage source", storage, fromREST, true},
 		{"token naming no table", storage, warehouse.Cursor{Token: "storage:projects/p/tables/t", Position: "0"}, false},
 		{"position not a row index", storage, warehouse.Cursor{Token: fromStorage.Token, Position: "-1"}, false},
+		{"position past the table's end", storage, warehouse.Cursor{Token: fromStorage.Token, Position: "1001"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
