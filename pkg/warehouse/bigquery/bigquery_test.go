@@ -64,9 +64,9 @@ func TestReadPaths(t *testing.T) {
 	t.Parallel()
 	const rows = 2000
 	tests := []struct {
-		name        string
-		opts        func(*bqtest.Server) Options
-		accelerated bool
+		name    string
+		opts    func(*bqtest.Server) Options
+		storage bool
 	}{
 		{"storage read over the endpoint", func(*bqtest.Server) Options { return Options{} }, true},
 		{"storage read over bufconn", func(srv *bqtest.Server) Options {
@@ -82,28 +82,22 @@ func TestReadPaths(t *testing.T) {
 			seed(t, srv, rows)
 			src := openTest(t, testConn(srv), tt.opts(srv))
 
-			it, err := src.read(context.Background(), eventsQuery, testDay)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if it.IsAccelerated() != tt.accelerated {
-				t.Fatalf("IsAccelerated = %v, want %v", it.IsAccelerated(), tt.accelerated)
-			}
-			release(it, func() {})
-
-			before := srv.Stats()
 			streamIDs(t, src, rows)
 			st := srv.Stats()
-			if tt.accelerated {
-				if st.ReadRows-before.ReadRows == 0 || st.RecordBatches-before.RecordBatches < rows/300 {
-					t.Errorf("storage path: %d ReadRows calls, %d record batches; want Arrow batches of every page", st.ReadRows-before.ReadRows, st.RecordBatches-before.RecordBatches)
+			if st.Executed != 1 {
+				t.Errorf("the stream ran %d queries, want 1", st.Executed)
+			}
+			if tt.storage {
+				if st.ReadSessions != 1 || st.ReadRows != 1 || st.RecordBatches < rows/300 {
+					t.Errorf("storage path: %d sessions, %d ReadRows calls, %d record batches; want 1, 1 and Arrow batches of every page", st.ReadSessions, st.ReadRows, st.RecordBatches)
 				}
-				if st.Pages != before.Pages {
-					t.Errorf("storage path also fetched %d REST pages", st.Pages-before.Pages)
+				// (job.Wait polls jobs.getQueryResults for no rows.)
+				if st.TableData != 0 {
+					t.Errorf("storage path also fetched %d tabledata pages", st.TableData)
 				}
 			} else {
-				if got := st.Pages - before.Pages; got < rows/300 {
-					t.Errorf("REST path fetched %d later pages, want at least %d", got, rows/300)
+				if st.TableData < rows/300 {
+					t.Errorf("REST path fetched %d tabledata pages, want at least %d", st.TableData, rows/300)
 				}
 				if st.ReadRows != 0 {
 					t.Errorf("REST path made %d ReadRows calls", st.ReadRows)

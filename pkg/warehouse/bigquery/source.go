@@ -1,8 +1,10 @@
 // Package bigquery is the BigQuery warehouse source, built on
 // cloud.google.com/go/bigquery. A day's query runs with the date bound as
-// the named DATE parameter @date; results larger than one page are read
-// through the Storage Read API (Arrow), falling back to REST paging when
-// it is not available, and rows are streamed into columnar batches.
+// the named DATE parameter @date; its result table is read through the
+// Storage Read API (Arrow), or REST paging when Storage Read is disabled,
+// and rows are streamed into columnar batches. A stream resumes from a
+// cursor without running the query again while BigQuery keeps the result
+// table, about 24 h (stream.go).
 //
 // Types on raw-rows, from the result schema:
 //
@@ -28,6 +30,7 @@ import (
 	"strings"
 
 	"cloud.google.com/go/bigquery"
+	bqstorage "cloud.google.com/go/bigquery/storage/apiv1"
 	"cloud.google.com/go/civil"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
@@ -41,10 +44,10 @@ import (
 
 // Source runs one BigQuery connection's queries. Safe for concurrent use.
 type Source struct {
-	cfg     config.Connection
-	client  *bigquery.Client
-	grpc    *grpc.ClientConn // the Storage Read connection Open dialled itself, if any
-	storage bool
+	cfg    config.Connection
+	client *bigquery.Client
+	grpc   *grpc.ClientConn              // the Storage Read connection Open dialled itself, if any
+	read   *bqstorage.BigQueryReadClient // nil when Storage Read is disabled
 }
 
 var _ warehouse.Source = (*Source)(nil)
@@ -128,17 +131,23 @@ func OpenWith(ctx context.Context, cfg config.Connection, o Options) (*Source, e
 	default:
 		storage = append(append([]option.ClientOption(nil), base...), storage...)
 	}
-	if err := client.EnableStorageReadClient(ctx, storage...); err != nil {
+	// Our own read client, not the one the bigquery client can enable: a
+	// resumable stream reads from an offset, which that one cannot.
+	read, err := bqstorage.NewBigQueryReadClient(ctx, storage...)
+	if err != nil {
 		s.Close()
 		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("create bigquery storage read client: %w", err)}
 	}
-	s.storage = true
+	s.read = read
 	return s, nil
 }
 
 // Close releases both clients.
 func (s *Source) Close() error {
 	err := s.client.Close()
+	if s.read != nil {
+		err = errors.Join(err, s.read.Close())
+	}
 	// The storage client closes the connection it was given; close it only
 	// if it never got that far.
 	if s.grpc != nil && s.grpc.GetState() != connectivity.Shutdown {
@@ -172,62 +181,9 @@ func (s *Source) timeout(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithCancel(ctx)
 }
 
-// read runs sql for day and returns its row iterator.
-func (s *Source) read(ctx context.Context, sql string, day civil.Date) (*bigquery.RowIterator, error) {
-	return s.query(sql, day).Read(ctx)
-}
-
 // wrapped trims the user's query so it can sit inside a subquery.
 func wrapped(query string) string {
 	return strings.TrimRight(strings.TrimSpace(query), "; \t\r\n")
-}
-
-// Stream runs query for day and emits batches of at most batchRows rows.
-func (s *Source) Stream(ctx context.Context, query string, day civil.Date, batchRows int, emit func(*warehouse.Batch) error) (int64, error) {
-	if batchRows <= 0 {
-		batchRows = 1
-	}
-	parent := ctx
-	ctx, cancel := s.timeout(ctx)
-	defer cancel()
-	it, err := s.read(ctx, query, day)
-	if err != nil {
-		return 0, s.classify(parent, ctx, fmt.Sprintf("run query for day %s", day), err)
-	}
-	defer release(it, cancel)
-	l := newLoader()
-	var total int64
-	flush := func() error {
-		if l.batch.Rows == 0 {
-			return nil
-		}
-		n := l.batch.Rows
-		if err := emit(&l.batch); err != nil {
-			return fmt.Errorf("emit batch: %w", err)
-		}
-		total += int64(n)
-		l.batch.Reset()
-		// The iterator serves buffered rows even after cancellation.
-		return ctx.Err()
-	}
-	for {
-		err := it.Next(l)
-		if errors.Is(err, iterator.Done) {
-			break
-		}
-		if err != nil {
-			return total, s.classify(parent, ctx, fmt.Sprintf("read rows of day %s", day), err)
-		}
-		if l.batch.Full(batchRows) {
-			if err := flush(); err != nil {
-				return total, s.stopped(parent, ctx, err)
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return total, s.stopped(parent, ctx, err)
-	}
-	return total, nil
 }
 
 // stopped reports why streaming stopped after an emit: the emit's own
@@ -237,24 +193,6 @@ func (s *Source) stopped(parent, ctx context.Context, err error) error {
 		return s.classify(parent, ctx, "stream rows", err)
 	}
 	return err
-}
-
-// release stops the Storage Read workers of an abandoned iterator: they
-// block on a full channel until it is drained, so cancel, then drain.
-func release(it *bigquery.RowIterator, cancel context.CancelFunc) {
-	cancel()
-	if !it.IsAccelerated() {
-		return
-	}
-	ai, err := it.ArrowIterator()
-	if err != nil {
-		return
-	}
-	for {
-		if _, err := ai.Next(); err != nil {
-			return
-		}
-	}
 }
 
 // Count returns how many rows query returns for day.
@@ -289,11 +227,10 @@ func (s *Source) one(ctx context.Context, sql string, day civil.Date, what strin
 	ctx, cancel := s.timeout(ctx)
 	defer cancel()
 	op := fmt.Sprintf("%s %s", what, day)
-	it, err := s.read(ctx, sql, day)
+	it, err := s.query(sql, day).Read(ctx)
 	if err != nil {
 		return nil, s.classify(parent, ctx, op, err)
 	}
-	defer release(it, cancel)
 	var row []bigquery.Value
 	if err := it.Next(&row); err != nil {
 		return nil, s.classify(parent, ctx, op, err)
@@ -307,11 +244,10 @@ func (s *Source) Sample(ctx context.Context, query string, day civil.Date, limit
 	ctx, cancel := s.timeout(ctx)
 	defer cancel()
 	op := fmt.Sprintf("sample day %s", day)
-	it, err := s.read(ctx, fmt.Sprintf("SELECT * FROM (%s) LIMIT %d", wrapped(query), max(limit, 0)), day)
+	it, err := s.query(fmt.Sprintf("SELECT * FROM (%s) LIMIT %d", wrapped(query), max(limit, 0)), day).Read(ctx)
 	if err != nil {
 		return nil, s.classify(parent, ctx, op, err)
 	}
-	defer release(it, cancel)
 	l := newLoader()
 	for l.batch.Rows < limit {
 		err := it.Next(l)

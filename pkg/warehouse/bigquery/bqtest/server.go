@@ -1,9 +1,16 @@
 // Package bqtest is an in-process BigQuery for tests: an HTTP server that
 // speaks the REST API cloud.google.com/go/bigquery uses for queries
 // (jobs.query with the first page inline, jobs.getQueryResults paging,
-// jobs.insert and jobs.get, tables.get, dry runs, errors in BigQuery's JSON
-// shape) and a gRPC server for the Storage Read API (CreateReadSession with
-// an Arrow schema, ReadRows streaming Arrow record batches).
+// jobs.insert and jobs.get, tables.get, tabledata.list from a row index,
+// dry runs, errors in BigQuery's JSON shape) and a gRPC server for the
+// Storage Read API (CreateReadSession with an Arrow schema, ReadRows
+// streaming Arrow record batches from a row offset).
+//
+// A query job keeps its result as a destination table in AnonymousDataset
+// until ExpireResults drops them, as BigQuery does after about 24 h. Read
+// sessions expire when told (ExpireReadSessions, or a ReadFault with
+// Expire), as BigQuery's do after 6 h, and ReadFault makes a read fail
+// part-way.
 //
 // The gRPC service is reachable two ways: over an in-memory bufconn
 // listener (StorageConn, for option.WithGRPCConn) and on the HTTP port
@@ -30,6 +37,7 @@ import (
 	"cloud.google.com/go/bigquery/storage/apiv1/storagepb"
 	bq "google.golang.org/api/bigquery/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 )
@@ -56,8 +64,11 @@ type Server struct {
 	faults   []*Fault
 	nextID   int
 
+	readFaults []*ReadFault
+	expired    map[string]bool // read session names that expired
+
 	stats struct {
-		queries, pages, jobInserts, jobGets, tableGets, sessions, readRows, recordBatches atomic.Int64
+		queries, executed, pages, jobInserts, jobGets, tableGets, tableData, sessions, readRows, recordBatches atomic.Int64
 	}
 }
 
@@ -94,13 +105,29 @@ type Fault struct {
 	Hang    bool
 }
 
+// ReadFault makes Storage Read API ReadRows calls fail part-way: a call
+// sends AfterRows rows (counted from its offset) and then ends with Code
+// and Message. With Expire set, the call's read session expires there
+// instead, so it and every later read of that session fail with
+// FAILED_PRECONDITION "session expired", as BigQuery's do after 6 h. Times
+// is how many calls it fails (0: every call until ClearFaults).
+type ReadFault struct {
+	AfterRows int
+	Code      codes.Code
+	Message   string
+	Expire    bool
+	Times     int
+}
+
 // Stats counts the calls the server answered.
 type Stats struct {
 	Queries       int64 // jobs.query
+	Executed      int64 // queries run by jobs.query or jobs.insert, dry runs excluded
 	Pages         int64 // jobs.getQueryResults
 	JobInserts    int64
 	JobGets       int64
 	TableGets     int64
+	TableData     int64 // tabledata.list
 	ReadSessions  int64 // Storage Read API CreateReadSession
 	ReadRows      int64 // Storage Read API ReadRows calls
 	RecordBatches int64 // Arrow record batches streamed by ReadRows
@@ -113,6 +140,7 @@ func NewServer(tb testing.TB) *Server {
 	s := &Server{
 		tables:   map[string]*table{},
 		jobs:     map[string]*job{},
+		expired:  map[string]bool{},
 		pageSize: 1000,
 		done:     make(chan struct{}),
 		streams:  1,
@@ -128,6 +156,7 @@ func NewServer(tb testing.TB) *Server {
 	mux.HandleFunc("POST /bigquery/v2/projects/{project}/jobs", s.handleJobInsert)
 	mux.HandleFunc("GET /bigquery/v2/projects/{project}/jobs/{job}", s.handleJobGet)
 	mux.HandleFunc("GET /bigquery/v2/projects/{project}/datasets/{dataset}/tables/{table}", s.handleTableGet)
+	mux.HandleFunc("GET /bigquery/v2/projects/{project}/datasets/{dataset}/tables/{table}/data", s.handleTableData)
 	s.http = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			s.grpc.ServeHTTP(w, r)
@@ -201,21 +230,53 @@ func (s *Server) InjectFault(f Fault) {
 	s.faults = append(s.faults, &f)
 }
 
-// ClearFaults removes every queued fault.
+// InjectReadFault queues f; ReadRows calls fail with it while it lasts.
+func (s *Server) InjectReadFault(f ReadFault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readFaults = append(s.readFaults, &f)
+}
+
+// ClearFaults removes every queued fault, REST and ReadRows.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = nil
+	s.readFaults = nil
+}
+
+// ExpireReadSessions expires every read session made so far: reading any
+// of their streams fails with FAILED_PRECONDITION, as after BigQuery's 6 h.
+func (s *Server) ExpireReadSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := int64(1); i <= s.stats.sessions.Load(); i++ {
+		s.expired[strconv.FormatInt(i, 10)] = true
+	}
+}
+
+// ExpireResults drops every query job's destination table, as BigQuery
+// does about 24 h after the query ran. The jobs themselves stay.
+func (s *Server) ExpireResults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key := range s.tables {
+		if strings.HasPrefix(key, AnonymousDataset+".") {
+			delete(s.tables, key)
+		}
+	}
 }
 
 // Stats returns the call counts so far.
 func (s *Server) Stats() Stats {
 	return Stats{
 		Queries:       s.stats.queries.Load(),
+		Executed:      s.stats.executed.Load(),
 		Pages:         s.stats.pages.Load(),
 		JobInserts:    s.stats.jobInserts.Load(),
 		JobGets:       s.stats.jobGets.Load(),
 		TableGets:     s.stats.tableGets.Load(),
+		TableData:     s.stats.tableData.Load(),
 		ReadSessions:  s.stats.sessions.Load(),
 		ReadRows:      s.stats.readRows.Load(),
 		RecordBatches: s.stats.recordBatches.Load(),
@@ -300,6 +361,7 @@ func (s *Server) execute(project, location string, dataset *bq.DatasetReference,
 	s.nextID++
 	j := &job{project: project, id: fmt.Sprintf("bqtest_job_%d", s.nextID), location: location, query: sql, res: res}
 	if !dryRun {
+		s.stats.executed.Add(1)
 		j.dst = "anon_" + j.id
 		s.tables[AnonymousDataset+"."+j.dst] = &table{schema: res.schema, rows: res.rows}
 		s.jobs[j.id] = j
@@ -357,6 +419,20 @@ func (s *Server) page(res *result, start, n int) ([]*bq.TableRow, string) {
 	return rows, token
 }
 
+// pageStart is where a page request starts: its pageToken, else startIndex.
+func pageStart(r *http.Request) (int, error) {
+	q := r.URL.Query()
+	start, _ := strconv.Atoi(q.Get("startIndex"))
+	if tok := q.Get("pageToken"); tok != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(tok, "row:"))
+		if err != nil {
+			return 0, &queryError{code: 400, reason: "invalid", message: "Invalid page token " + tok}
+		}
+		start = n
+	}
+	return start, nil
+}
+
 func (s *Server) job(w http.ResponseWriter, r *http.Request) *job {
 	s.mu.Lock()
 	j, ok := s.jobs[r.PathValue("job")]
@@ -374,17 +450,12 @@ func (s *Server) handleQueryResults(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		return
 	}
-	q := r.URL.Query()
-	start, _ := strconv.Atoi(q.Get("startIndex"))
-	if tok := q.Get("pageToken"); tok != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(tok, "row:"))
-		if err != nil {
-			writeError(w, &queryError{code: 400, reason: "invalid", message: "Invalid page token " + tok})
-			return
-		}
-		start = n
+	start, err := pageStart(r)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
-	maxResults, _ := strconv.Atoi(q.Get("maxResults"))
+	maxResults, _ := strconv.Atoi(r.URL.Query().Get("maxResults"))
 	rows, token := s.page(j.res, start, maxResults)
 	writeJSON(w, &bq.GetQueryResultsResponse{
 		Kind:         "bigquery#getQueryResultsResponse",
@@ -478,6 +549,33 @@ func (s *Server) handleTableGet(w http.ResponseWriter, r *http.Request) {
 		NumRows:        uint64(len(t.rows)),
 		Type:           "TABLE",
 		Location:       "US",
+	})
+}
+
+// handleTableData is tabledata.list: a table's rows in stored order from
+// a row index (startIndex) or a page token.
+func (s *Server) handleTableData(w http.ResponseWriter, r *http.Request) {
+	s.stats.tableData.Add(1)
+	t, err := s.lookup(r.PathValue("project"), "", r.PathValue("dataset")+"."+r.PathValue("table"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	start, err := pageStart(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.mu.Lock()
+	res := &result{schema: t.schema, rows: t.rows}
+	s.mu.Unlock()
+	maxResults, _ := strconv.Atoi(r.URL.Query().Get("maxResults"))
+	rows, token := s.page(res, start, maxResults)
+	writeJSON(w, &bq.TableDataList{
+		Kind:      "bigquery#tableDataList",
+		Rows:      rows,
+		PageToken: token,
+		TotalRows: int64(len(t.rows)),
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"cloud.google.com/go/bigquery/storage/apiv1/storagepb"
 	"google.golang.org/grpc/codes"
@@ -13,7 +14,7 @@ import (
 
 // readServer is the Storage Read API: one session per CreateReadSession,
 // rows split into contiguous ranges, one per stream, each streamed as Arrow
-// record batches of the page size.
+// record batches of the page size from the request's row offset.
 type readServer struct {
 	storagepb.UnimplementedBigQueryReadServer
 	s *Server
@@ -41,11 +42,12 @@ func (r *readServer) CreateReadSession(ctx context.Context, req *storagepb.Creat
 	}
 	s.mu.Lock()
 	n := s.streams
+	id := s.stats.sessions.Load()
 	s.mu.Unlock()
 	if m := int(req.GetMaxStreamCount()); m > 0 && m < n {
 		n = m
 	}
-	name := tbl + "/sessions/" + strconv.FormatInt(s.stats.sessions.Load(), 10)
+	name := tbl + "/sessions/" + strconv.FormatInt(id, 10)
 	sess := &storagepb.ReadSession{
 		Name:              name,
 		Table:             tbl,
@@ -75,8 +77,12 @@ func (r *readServer) ReadRows(req *storagepb.ReadRowsRequest, stream storagepb.B
 	if len(tail) != 5 {
 		return status.Errorf(codes.InvalidArgument, "bad stream %q", name)
 	}
+	session := tail[1]
 	i, _ = strconv.Atoi(tail[3])
 	n, _ = strconv.Atoi(tail[4])
+	if s.sessionExpired(session) {
+		return expiredError(name)
+	}
 	parts := strings.Split(name[:at], "/")
 	t, err := s.lookup(parts[1], "", parts[3]+"."+parts[5])
 	if err != nil {
@@ -92,12 +98,21 @@ func (r *readServer) ReadRows(req *storagepb.ReadRowsRequest, stream storagepb.B
 	}
 	s.mu.Lock()
 	size := s.pageSize
+	rows := t.rows
 	s.mu.Unlock()
-	per := (len(t.rows) + n - 1) / n
-	lo, hi := min(i*per, len(t.rows)), min((i+1)*per, len(t.rows))
-	for start := lo + int(req.GetOffset()); start < hi; start += size {
+	per := (len(rows) + n - 1) / n
+	lo, hi := min(i*per, len(rows)), min((i+1)*per, len(rows))
+	if req.GetOffset() < 0 || lo+int(req.GetOffset()) > hi {
+		return status.Errorf(codes.OutOfRange, "offset %d is beyond stream %s of %d rows", req.GetOffset(), name, hi-lo)
+	}
+	fault := s.readFault()
+	start := lo + int(req.GetOffset())
+	if fault != nil {
+		hi = min(hi, start+fault.AfterRows)
+	}
+	for ; start < hi; start += size {
 		end := min(start+size, hi)
-		data, err := serializedBatch(as, len(ser), t.schema, t.rows[start:end])
+		data, err := serializedBatch(as, len(ser), t.schema, rows[start:end])
 		if err != nil {
 			return status.Error(codes.Internal, err.Error())
 		}
@@ -113,5 +128,43 @@ func (r *readServer) ReadRows(req *storagepb.ReadRowsRequest, stream storagepb.B
 			return err
 		}
 	}
-	return nil
+	switch {
+	case fault == nil:
+		return nil
+	case fault.Expire:
+		s.mu.Lock()
+		s.expired[session] = true
+		s.mu.Unlock()
+		return expiredError(name)
+	}
+	return status.Error(fault.Code, fault.Message)
+}
+
+// readFault takes the next ReadRows fault, if one is queued.
+func (s *Server) readFault() *ReadFault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.readFaults) == 0 {
+		return nil
+	}
+	f := *s.readFaults[0]
+	if s.readFaults[0].Times > 0 {
+		s.readFaults[0].Times--
+		if s.readFaults[0].Times == 0 {
+			s.readFaults = s.readFaults[1:]
+		}
+	}
+	return &f
+}
+
+func (s *Server) sessionExpired(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.expired[id]
+}
+
+// expiredError is what BigQuery answers for a stream of an expired session.
+func expiredError(stream string) error {
+	return status.Errorf(codes.FailedPrecondition, "there was an error operating on '%s': session expired at %s",
+		stream, time.Now().UTC().Format(time.RFC3339))
 }
