@@ -35,6 +35,8 @@ type Options struct {
 
 // Store is the DuckDB event store. Safe for concurrent use in one process.
 type Store struct {
+	store.Writer // CompleteRun, UpdateRun, RecordWarehouseCount over transact
+
 	db  *sql.DB
 	mu  sync.Mutex // one write transaction at a time
 	now func() time.Time
@@ -59,7 +61,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open duckdb store %s: %w", path, err)
 	}
-	return &Store{db: db, now: opts.Now, log: opts.Logger}, nil
+	s := &Store{db: db, now: opts.Now, log: opts.Logger}
+	s.Writer = store.Writer{Transact: s.transact, Now: opts.Now}
+	return s, nil
 }
 
 // Close closes the database.
@@ -244,11 +248,4 @@ func appender(c *sql.Conn, table string, fn func(a *duckdbdrv.Appender) error) e
 		}
 		return nil
 	})
-}
-
-func (s *Store) at(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now().UTC()
-	}
-	return t.UTC()
 }

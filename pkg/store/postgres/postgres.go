@@ -38,6 +38,8 @@ type Options struct {
 
 // Store is the PostgreSQL event store. Safe for concurrent use.
 type Store struct {
+	store.Writer // CompleteRun, UpdateRun, RecordWarehouseCount over transact
+
 	pool    *pgxpool.Pool
 	ownPool bool
 	schema  string // quoted identifier
@@ -58,12 +60,14 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Store{
+	s := &Store{
 		pool:   pool,
 		schema: pgx.Identifier{opts.Schema}.Sanitize(),
 		now:    opts.Now,
 		log:    opts.Logger,
 	}
+	s.Writer = store.Writer{Transact: s.transact, Now: opts.Now}
+	return s
 }
 
 // Open connects to dsn and returns a store that closes its pool on Close.
@@ -239,13 +243,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate postgres store %s: %w", s.schema, err)
 	}
 	return nil
-}
-
-func (s *Store) at(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now().UTC()
-	}
-	return t.UTC()
 }
 
 // isNoRows reports a query that found nothing.
