@@ -58,7 +58,8 @@ const (
 	Incomplete Outcome = iota
 	// Swapped: the day now shows this extraction's rows.
 	Swapped
-	// AlreadyDone: this extraction was completed before (a redelivery).
+	// AlreadyDone: this extraction was completed before (a redelivery), or
+	// its run had already ended: nothing changed.
 	AlreadyDone
 	// Stale: a run with a newer fence already owns the day; nothing changed.
 	Stale

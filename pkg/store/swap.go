@@ -33,6 +33,10 @@ const (
 	ExtractionStale ExtractionState = "stale"
 	// ExtractionFailed: too many of its rows were rejected.
 	ExtractionFailed ExtractionState = "failed"
+	// ExtractionDuplicate: another extraction of a run that had already
+	// ended (a redelivered request extracted the day again); it changes
+	// nothing.
+	ExtractionDuplicate ExtractionState = "duplicate"
 )
 
 // LockedDay is a day as a write transaction holds it.
@@ -91,10 +95,11 @@ type SwapTx interface {
 	// SetExtractionState moves the extraction xid to state.
 	SetExtractionState(ctx context.Context, xid int64, state ExtractionState) error
 	// RetireAbandoned marks ExtractionStale the extractions of end's day
-	// that are still staging, were registered before keep (xid < keep)
-	// and have a fence no higher than end.Fence, and returns their xids
-	// for Purge. A backend may skip an extraction that another
-	// transaction holds (a later swap of the day retires it).
+	// other than keep that are still staging and either belong to end's
+	// run (end.RunID) or were registered before keep (xid < keep) with a
+	// fence no higher than end.Fence, and returns their xids for Purge. A
+	// backend may skip an extraction that another transaction holds: that
+	// one is retired by its own completion or a later swap of the day.
 	RetireAbandoned(ctx context.Context, end RunEnd, keep int64) ([]int64, error)
 	// Purge deletes everything staged under the extractions xids: their
 	// records, and whatever else a backend stages per extraction. The
@@ -102,8 +107,9 @@ type SwapTx interface {
 	// redelivered batch of a purged extraction is still recognised and
 	// skipped. No xids is a no-op.
 	Purge(ctx context.Context, xids []int64) error
-	// RecordUsage adds u to the usage ledger, unless the ledger already
-	// holds u's key (a redelivery).
+	// RecordUsage adds u to the usage ledger unless the ledger already
+	// holds a line of u's run (u.Project, u.RunID): usage is counted once
+	// per run that became visible, whichever extraction it was.
 	RecordUsage(ctx context.Context, u Usage) error
 }
 
@@ -186,7 +192,10 @@ func (w Writer) RecordWarehouseCount(ctx context.Context, project, ingestion, da
 // caller commits tx when err is nil, whatever the outcome.
 //
 //   - AlreadyDone: the extraction was completed, failed or retired before
-//     (a redelivered END); nothing changes.
+//     (a redelivered END), or its run has ended (IsTerminal) through
+//     another extraction or an update: the extraction is retired
+//     (ExtractionDuplicate, its rows purged) and nothing else changes.
+//     So a run swaps, counts usage and records a terminal status once.
 //   - Stale: a run with a higher fence loaded the day; the extraction is
 //     retired, its run SUPERSEDED.
 //   - Incomplete: batches are missing; nothing changes.
@@ -208,6 +217,12 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 	run, runExists, err := tx.LockRun(ctx, end.Project, end.RunID, at)
 	if err != nil {
 		return Incomplete, err
+	}
+	if IsTerminal(run.Status) {
+		if err := tx.SetExtractionState(ctx, xid, ExtractionDuplicate); err != nil {
+			return Incomplete, err
+		}
+		return AlreadyDone, tx.Purge(ctx, []int64{xid})
 	}
 	day, err := lockDay(ctx, tx, end.Project, end.Ingestion, end.Date, end.Type)
 	if err != nil {
@@ -263,8 +278,9 @@ func swap(ctx context.Context, tx SwapTx, xid int64, day LockedDay, end RunEnd, 
 	if err := tx.SetExtractionState(ctx, xid, ExtractionVisible); err != nil {
 		return err
 	}
-	// The replaced extraction, and older extractions of the day that never
-	// finished (an extractor retried under a new extract_id), go now.
+	// The replaced extraction, older extractions of the day that never
+	// finished (an extractor retried under a new extract_id) and other
+	// extractions of this run still staging go now.
 	var gone []int64
 	if old != 0 && old != xid {
 		gone = append(gone, old)

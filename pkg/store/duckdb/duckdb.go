@@ -183,14 +183,27 @@ CREATE OR REPLACE VIEW visible_metrics AS
 	FROM days d JOIN metrics m ON m.xid = d.visible_xid;
 `
 
-// Migrate creates the tables and views.
+// upgrades bring a store created by older code to ddl's shape, each step
+// in a transaction of its own (DuckDB cannot index rows deleted in the
+// same transaction). Every step is idempotent.
+var upgrades = []string{
+	// The usage ledger holds one row per run that became visible; stores
+	// created before it was keyed by run keep each run's first row.
+	`DELETE FROM usage WHERE rowid IN (SELECT rowid FROM (
+		SELECT rowid, row_number() OVER (PARTITION BY project, run_id ORDER BY xid) AS n FROM usage) WHERE n > 1)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS usage_run ON usage (project, run_id)`,
+}
+
+// Migrate creates the tables and views and upgrades older stores.
 func (s *Store) Migrate(ctx context.Context) error {
-	err := s.write(ctx, func(c *sql.Conn) error {
-		_, err := c.ExecContext(ctx, ddl)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("migrate duckdb store: %w", err)
+	for _, stmt := range append([]string{ddl}, upgrades...) {
+		err := s.write(ctx, func(c *sql.Conn) error {
+			_, err := c.ExecContext(ctx, stmt)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate duckdb store: %w", err)
+		}
 	}
 	return nil
 }

@@ -60,11 +60,14 @@ func (t swapTx) SetExtractionState(ctx context.Context, xid int64, state store.E
 	return nil
 }
 
-// RetireAbandoned marks stale the day's older extractions still staging.
+// RetireAbandoned marks stale the day's older extractions and the run's
+// other extractions still staging.
 func (t swapTx) RetireAbandoned(ctx context.Context, end store.RunEnd, keep int64) ([]int64, error) {
 	rows, err := t.c.QueryContext(ctx, `UPDATE extractions SET state = ?
-		WHERE project = ? AND ingestion = ? AND ds = CAST(? AS DATE) AND state = ? AND xid < ? AND fence <= ?
-		RETURNING xid`, store.ExtractionStale, end.Project, end.Ingestion, end.Date, store.ExtractionStaging, keep, end.Fence)
+		WHERE project = ? AND ingestion = ? AND ds = CAST(? AS DATE) AND state = ? AND xid <> ?
+			AND (run_id = ? OR (xid < ? AND fence <= ?))
+		RETURNING xid`, store.ExtractionStale, end.Project, end.Ingestion, end.Date, store.ExtractionStaging, keep,
+		end.RunID, keep, end.Fence)
 	if err != nil {
 		return nil, fmt.Errorf("retire abandoned extractions: %w", err)
 	}
@@ -101,10 +104,12 @@ func (t swapTx) Purge(ctx context.Context, xids []int64) error {
 	return nil
 }
 
-// RecordUsage adds one line to the usage ledger.
+// RecordUsage adds the run's line to the usage ledger, once per run.
 func (t swapTx) RecordUsage(ctx context.Context, u store.Usage) error {
-	if _, err := t.c.ExecContext(ctx, `INSERT INTO usage VALUES (?, ?, ?, CAST(? AS DATE), ?, ?, ?, ?)`,
-		u.XID, u.Project, u.Ingestion, u.Date, u.Trigger, u.RunID, u.Rows, u.At); err != nil {
+	if _, err := t.c.ExecContext(ctx, `INSERT INTO usage
+		SELECT ?, ?, ?, CAST(? AS DATE), ?, ?, ?, ?
+		WHERE NOT EXISTS (SELECT 1 FROM usage WHERE project = ? AND run_id = ?)`,
+		u.XID, u.Project, u.Ingestion, u.Date, u.Trigger, u.RunID, u.Rows, u.At, u.Project, u.RunID); err != nil {
 		return fmt.Errorf("record usage: %w", err)
 	}
 	return nil

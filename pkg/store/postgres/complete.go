@@ -57,17 +57,19 @@ func (t swapTx) SetExtractionState(ctx context.Context, xid int64, state store.E
 	return nil
 }
 
-// RetireAbandoned marks stale the day's older extractions still staging.
+// RetireAbandoned marks stale the day's older extractions and the run's
+// other extractions still staging.
 // One that another transaction holds (its own completion, or staging into
 // it) is skipped rather than waited for: that transaction may be waiting
 // for this one's day lock.
 func (t swapTx) RetireAbandoned(ctx context.Context, end store.RunEnd, keep int64) ([]int64, error) {
 	rows, err := t.tx.Query(ctx, t.s.q(`UPDATE {s}.extractions SET state = $6
 		WHERE xid IN (SELECT xid FROM {s}.extractions
-			WHERE project = $1 AND ingestion = $2 AND ds = $3::date AND state = $7 AND xid < $4 AND fence <= $5
+			WHERE project = $1 AND ingestion = $2 AND ds = $3::date AND state = $7 AND xid <> $4
+				AND (run_id = $8 OR (xid < $4 AND fence <= $5))
 			FOR UPDATE SKIP LOCKED)
 		RETURNING xid`), end.Project, end.Ingestion, end.Date, keep, end.Fence,
-		string(store.ExtractionStale), string(store.ExtractionStaging))
+		string(store.ExtractionStale), string(store.ExtractionStaging), end.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("retire abandoned extractions: %w", err)
 	}
@@ -91,10 +93,10 @@ func (t swapTx) Purge(ctx context.Context, xids []int64) error {
 	return nil
 }
 
-// RecordUsage adds one line to the usage ledger; a redelivery adds none.
+// RecordUsage adds the run's line to the usage ledger, once per run.
 func (t swapTx) RecordUsage(ctx context.Context, u store.Usage) error {
 	if _, err := t.tx.Exec(ctx, t.s.q(`INSERT INTO {s}.usage (xid, project, ingestion, ds, trigger, run_id, rows_loaded, loaded_at)
-		VALUES ($1, $2, $3, $4::date, $5, $6, $7, $8) ON CONFLICT (xid) DO NOTHING`),
+		VALUES ($1, $2, $3, $4::date, $5, $6, $7, $8) ON CONFLICT (project, run_id) DO NOTHING`),
 		u.XID, u.Project, u.Ingestion, u.Date, u.Trigger, u.RunID, u.Rows, u.At); err != nil {
 		return fmt.Errorf("record usage: %w", err)
 	}

@@ -196,10 +196,12 @@ CREATE TABLE IF NOT EXISTS {s}.runs (
 	PRIMARY KEY (project, run_id)
 );
 CREATE INDEX IF NOT EXISTS runs_newest ON {s}.runs (project, created_at DESC);
--- The usage ledger: one row per swapped extraction, so reloads and
--- backfills are counted and a redelivered END counts nothing.
+-- The usage ledger: one row per run that became visible (xid is the
+-- extraction whose rows it counts), so reloads and backfills are counted
+-- and neither a redelivered END nor a second extraction of the run counts
+-- again.
 CREATE TABLE IF NOT EXISTS {s}.usage (
-	xid         bigint PRIMARY KEY,
+	xid         bigint NOT NULL,
 	project     text NOT NULL,
 	ingestion   text NOT NULL,
 	ds          date NOT NULL,
@@ -209,6 +211,12 @@ CREATE TABLE IF NOT EXISTS {s}.usage (
 	loaded_at   timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_project_ds ON {s}.usage (project, ds);
+-- Stores created before the ledger was keyed by run: keep one row per run
+-- (the first extraction's), then the new key.
+DELETE FROM {s}.usage u USING {s}.usage v
+	WHERE u.project = v.project AND u.run_id = v.run_id AND u.xid > v.xid;
+ALTER TABLE {s}.usage DROP CONSTRAINT IF EXISTS usage_pkey;
+CREATE UNIQUE INDEX IF NOT EXISTS usage_run ON {s}.usage (project, run_id);
 CREATE OR REPLACE VIEW {s}.visible_events AS
 	SELECT e.project, e.ingestion, e.ds, e.position, e.event_name, e.event_value,
 	       e.time, e.unit_ids, e.metadata, d.visible_run_id AS run_id

@@ -140,3 +140,71 @@ func BenchmarkPostgresPlainCopy(b *testing.B) {
 	}
 	b.ReportMetric(float64(l.Rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// mainTables are the usage ledger and runs as the store of commit cd14462
+// created them: usage keyed by extraction, runs without a notification
+// state.
+const mainTables = `
+CREATE SCHEMA %[1]s;
+CREATE TABLE %[1]s.usage (
+	xid         bigint PRIMARY KEY,
+	project     text NOT NULL,
+	ingestion   text NOT NULL,
+	ds          date NOT NULL,
+	trigger     text NOT NULL,
+	run_id      text NOT NULL,
+	rows_loaded bigint NOT NULL,
+	loaded_at   timestamptz NOT NULL
+);
+CREATE INDEX usage_project_ds ON %[1]s.usage (project, ds);
+CREATE TABLE %[1]s.runs (
+	project        text NOT NULL,
+	run_id         text NOT NULL,
+	ingestion      text NOT NULL,
+	type           text NOT NULL,
+	ds             text NOT NULL,
+	trigger        text NOT NULL,
+	fence          bigint NOT NULL,
+	status         text NOT NULL,
+	extract_id     text NOT NULL,
+	extracted      bigint NOT NULL,
+	mapped         bigint NOT NULL,
+	rejected       jsonb NOT NULL,
+	error_category text NOT NULL,
+	error_message  text NOT NULL,
+	message        text NOT NULL,
+	history        jsonb NOT NULL,
+	created_at     timestamptz NOT NULL,
+	updated_at     timestamptz NOT NULL,
+	PRIMARY KEY (project, run_id)
+);
+-- run r1 was swapped in twice (the bug of issue 12), r2 once.
+INSERT INTO %[1]s.usage VALUES
+	(1, 'p1', 'ev', '2024-02-01', 'scheduled', 'r1', 50000, '2024-02-02 10:00:00+00'),
+	(2, 'p1', 'ev', '2024-02-01', 'scheduled', 'r1', 50000, '2024-02-02 10:05:00+00'),
+	(3, 'p1', 'ev', '2024-02-02', 'scheduled', 'r2', 7, '2024-02-03 10:00:00+00');
+INSERT INTO %[1]s.runs VALUES ('p1', 'r1', 'ev', 'events', '2024-02-01', 'scheduled', 1, 'IMPORT_SUCCESSFUL', 'x2',
+	50000, 50000, '{}', '', '', '', '[{"status":"IMPORT_SUCCESSFUL","timestamp":"2024-02-02T10:00:00Z"}]',
+	'2024-02-02 09:00:00+00', '2024-02-02 10:05:00+00');
+`
+
+func TestMigrateUpgradesMainStore(t *testing.T) {
+	requirePostgres(t)
+	ctx := context.Background()
+	name := fmt.Sprintf("storetest_main_%d_%d", os.Getpid(), schemaSeq.Add(1))
+	conn, err := pgx.Connect(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	t.Cleanup(func() { _, _ = conn.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+name+` CASCADE`) })
+	if _, err := conn.Exec(ctx, fmt.Sprintf(mainTables, name)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, testDSN(), Options{Schema: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.CheckUpgrade(t, s)
+}
