@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -125,4 +126,15 @@ func (t *Tally) AddStaged(seq, n, rowCount, mapped int64, rejected []byte) error
 	}
 	t.Add(seq, n, rowCount, mapped, rj)
 	return nil
+}
+
+// SortNotifications puts claimed runs in ClaimNotifications' order:
+// oldest first, by updated_at, then run id.
+func SortNotifications(runs []Run) {
+	sort.Slice(runs, func(i, j int) bool {
+		if !runs[i].UpdatedAt.Equal(runs[j].UpdatedAt) {
+			return runs[i].UpdatedAt.Before(runs[j].UpdatedAt)
+		}
+		return runs[i].RunID < runs[j].RunID
+	})
 }

@@ -104,6 +104,10 @@ type Run struct {
 	History       []Stage          `json:"runHistory"`
 	CreatedAt     time.Time        `json:"createdAt"`
 	UpdatedAt     time.Time        `json:"updatedAt"`
+	// NotificationDue is set by the transition to a terminal status
+	// (AdvanceRun, FinishRun): SaveRun then makes the run's notification
+	// due in the same transaction. Reads leave it false.
+	NotificationDue bool `json:"-"`
 }
 
 // Stage is one status a run passed through.
@@ -194,10 +198,41 @@ type Store interface {
 	VisibleMetrics(ctx context.Context, project, ingestion, date string) ([]schemas.Metric, error)
 
 	// Usage returns rows loaded per day for project (reloads and backfills
-	// included), the usage ledger.
+	// included), the usage ledger: each run that became visible counts
+	// once, whatever extractions and redeliveries it took.
 	Usage(ctx context.Context, project string, from, to string) ([]UsageRow, error)
 
+	// The notification outbox. A run's notification becomes due in the
+	// transaction that gives the run its terminal status (a swap,
+	// TooManyRejected, Stale, an UpdateRun to FAILED, SUPERSEDED or
+	// NO_DATA_YET), so a terminal run is never lost to a crash and is due
+	// once: a run has one terminal status. Runs that ended before the
+	// store had the outbox are not due.
+
+	// ClaimNotifications returns up to c.Limit runs of c.Projects whose
+	// notification is due and not claimed by a live claim, oldest first
+	// (updated_at, then run id), and claims them for c.Owner until
+	// c.At+c.Lease: until then no other claim returns them, so concurrent
+	// notifiers never deliver one run at once.
+	ClaimNotifications(ctx context.Context, c NotificationClaim) ([]Run, error)
+	// MarkNotified ends a run's notification (delivered, or none needed):
+	// it is never due again. Idempotent.
+	MarkNotified(ctx context.Context, project, runID string, at time.Time) error
+	// ReleaseNotifications gives back owner's claims, so another notifier
+	// (or owner's restart) can claim those runs at once; a notifier
+	// calls it when it stops.
+	ReleaseNotifications(ctx context.Context, owner string) error
+
 	Close() error
+}
+
+// NotificationClaim asks ClaimNotifications for due runs.
+type NotificationClaim struct {
+	Projects []string // at least one
+	Owner    string   // the claiming notifier, unique among those running
+	At       time.Time
+	Lease    time.Duration
+	Limit    int
 }
 
 // UsageRow is one line of the usage ledger.

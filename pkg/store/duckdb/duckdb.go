@@ -192,6 +192,13 @@ var upgrades = []string{
 	`DELETE FROM usage WHERE rowid IN (SELECT rowid FROM (
 		SELECT rowid, row_number() OVER (PARTITION BY project, run_id ORDER BY xid) AS n FROM usage) WHERE n > 1)`,
 	`CREATE UNIQUE INDEX IF NOT EXISTS usage_run ON usage (project, run_id)`,
+	// The notification outbox (see store.Store): notify_state is 'due'
+	// from a run's terminal transition until MarkNotified makes it
+	// 'sent'; runs that ended before the outbox existed keep ''.
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_state VARCHAR DEFAULT ''`,
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_owner VARCHAR DEFAULT ''`,
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_until TIMESTAMPTZ`,
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notified_at TIMESTAMPTZ`,
 }
 
 // Migrate creates the tables and views and upgrades older stores.

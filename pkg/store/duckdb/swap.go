@@ -212,16 +212,18 @@ func (t swapTx) SaveRun(ctx context.Context, r store.Run, exists bool) error {
 	}
 	args := []any{r.Ingestion, r.Type, r.Date, r.Trigger, r.Fence, r.Status, r.ExtractID, r.Extracted,
 		r.Mapped, rejected, r.ErrorCategory, r.ErrorMessage, r.Message, history,
-		r.CreatedAt, r.UpdatedAt, r.Project, r.RunID}
+		r.CreatedAt, r.UpdatedAt, r.NotificationDue, r.Project, r.RunID}
 	if exists {
 		_, err = t.c.ExecContext(ctx, `UPDATE runs SET ingestion = ?, type = ?, ds = ?, trigger = ?, fence = ?,
 			status = ?, extract_id = ?, extracted = ?, mapped = ?, rejected = ?, error_category = ?,
-			error_message = ?, message = ?, history = ?, created_at = ?, updated_at = ?
+			error_message = ?, message = ?, history = ?, created_at = ?, updated_at = ?,
+			notify_state = CASE WHEN ? THEN 'due' ELSE notify_state END
 			WHERE project = ? AND run_id = ?`, args...)
 	} else {
 		_, err = t.c.ExecContext(ctx, `INSERT INTO runs (ingestion, type, ds, trigger, fence, status, extract_id,
 			extracted, mapped, rejected, error_category, error_message, message, history, created_at,
-			updated_at, project, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+			updated_at, notify_state, project, run_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN 'due' ELSE '' END, ?, ?)`, args...)
 	}
 	if err != nil {
 		return fmt.Errorf("save run %s: %w", r.RunID, err)

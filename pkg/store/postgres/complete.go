@@ -172,11 +172,11 @@ func (t swapTx) SaveRun(ctx context.Context, r store.Run, _ bool) error {
 	_, err = t.tx.Exec(ctx, t.s.q(`UPDATE {s}.runs SET ingestion = $3, type = $4, ds = $5, trigger = $6, fence = $7,
 		status = $8, extract_id = $9, extracted = $10, mapped = $11, rejected = $12::jsonb,
 		error_category = $13, error_message = $14, message = $15, history = $16::jsonb,
-		created_at = $17, updated_at = $18
+		created_at = $17, updated_at = $18, notify_state = CASE WHEN $19 THEN 'due' ELSE notify_state END
 		WHERE project = $1 AND run_id = $2`),
 		r.Project, r.RunID, r.Ingestion, r.Type, r.Date, r.Trigger, r.Fence,
 		r.Status, r.ExtractID, r.Extracted, r.Mapped, rejected,
-		r.ErrorCategory, r.ErrorMessage, r.Message, history, r.CreatedAt, r.UpdatedAt)
+		r.ErrorCategory, r.ErrorMessage, r.Message, history, r.CreatedAt, r.UpdatedAt, r.NotificationDue)
 	if err != nil {
 		return fmt.Errorf("save run %s: %w", r.RunID, err)
 	}

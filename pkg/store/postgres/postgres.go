@@ -217,6 +217,15 @@ DELETE FROM {s}.usage u USING {s}.usage v
 	WHERE u.project = v.project AND u.run_id = v.run_id AND u.xid > v.xid;
 ALTER TABLE {s}.usage DROP CONSTRAINT IF EXISTS usage_pkey;
 CREATE UNIQUE INDEX IF NOT EXISTS usage_run ON {s}.usage (project, run_id);
+-- The notification outbox (see store.Store): notify_state is 'due' from a
+-- run's terminal transition until MarkNotified makes it 'sent'; runs that
+-- ended before the outbox existed keep ''. notify_owner and notify_until
+-- are a notifier's claim.
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notify_state text NOT NULL DEFAULT '';
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notify_owner text NOT NULL DEFAULT '';
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notify_until timestamptz;
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notified_at timestamptz;
+CREATE INDEX IF NOT EXISTS runs_notify_due ON {s}.runs (project, updated_at) WHERE notify_state = 'due';
 CREATE OR REPLACE VIEW {s}.visible_events AS
 	SELECT e.project, e.ingestion, e.ds, e.position, e.event_name, e.event_value,
 	       e.time, e.unit_ids, e.metadata, d.visible_run_id AS run_id

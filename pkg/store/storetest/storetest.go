@@ -161,6 +161,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ConcurrentReadersSeeWholeDays", testConcurrentReaders},
 		{"TwoExtractionsOfOneRunCountOnce", testTwoExtractionsOfOneRun},
 		{"EndedRunIgnoresLaterExtractions", testEndedRunIgnoresExtractions},
+		{"NotificationOutbox", testNotificationOutbox},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -932,6 +933,10 @@ func CheckUpgrade(t *testing.T, s store.Store) {
 	if err != nil || !reflect.DeepEqual(usage, want) {
 		t.Fatalf("usage after the upgrade = %+v, %v; want %+v", usage, err, want)
 	}
+	// Runs that ended before the outbox existed are not notified.
+	if due := claim(t, s, "upgrade", t0, "p1"); len(due) != 0 {
+		t.Fatalf("an upgraded store notifies its old runs: %v", due)
+	}
 	// A third extraction of r1 changes nothing: the run has ended.
 	load(t, s, Load{Project: "p1", Ingestion: "ev", Date: "2024-02-01", RunID: "r1", ExtractID: "x3", Rows: 4}, store.AlreadyDone)
 	if usage, _ := s.Usage(ctx, "p1", "2024-02-01", "2024-02-01"); len(usage) != 1 || usage[0].RowsLoaded != 50000 {
@@ -941,5 +946,83 @@ func CheckUpgrade(t *testing.T, s store.Store) {
 	load(t, s, Load{Project: "p1", Ingestion: "ev", Date: "2024-02-03", RunID: "r3", ExtractID: "x4", Rows: 4}, store.Swapped)
 	if usage, _ := s.Usage(ctx, "p1", "2024-02-03", ""); len(usage) != 1 || usage[0].RowsLoaded != 4 {
 		t.Fatalf("usage of r3 = %+v", usage)
+	}
+	if due := claim(t, s, "upgrade", t0, "p1"); !reflect.DeepEqual(due, []string{"r3"}) {
+		t.Fatalf("due after the upgrade = %v, want the new run r3 only", due)
+	}
+}
+
+const lease = time.Minute
+
+// claim claims due runs of projects for owner at at and returns their ids.
+func claim(t testing.TB, s store.Store, owner string, at time.Time, projects ...string) []string {
+	t.Helper()
+	runs, err := s.ClaimNotifications(context.Background(), store.NotificationClaim{
+		Projects: projects, Owner: owner, At: at, Lease: lease, Limit: 100})
+	if err != nil {
+		t.Fatalf("claim notifications: %v", err)
+	}
+	var ids []string
+	for _, r := range runs {
+		if !store.IsTerminal(r.Status) {
+			t.Fatalf("claimed run %s is %s, not terminal", r.RunID, r.Status)
+		}
+		ids = append(ids, r.RunID)
+	}
+	return ids
+}
+
+func markNotified(t testing.TB, s store.Store, project string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		if err := s.MarkNotified(context.Background(), project, id, t0); err != nil {
+			t.Fatalf("mark %s notified: %v", id, err)
+		}
+	}
+}
+
+// testNotificationOutbox: every terminal transition makes the run's
+// notification due, once; a claim keeps other notifiers off until its
+// lease ends or is released; MarkNotified ends it.
+func testNotificationOutbox(t *testing.T, s store.Store) {
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	update(t, s, store.RunUpdate{RunID: "n-started", Date: "2024-01-20", Status: store.StatusStarted, At: at(0)})
+	load(t, s, Load{ExtractID: "n-ok-x", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(1)}, store.Swapped)
+	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: store.StatusFailed, ErrorCategory: "QUERY_ERROR", At: at(2)})
+	load(t, s, Load{ExtractID: "n-rej-x", RunID: "n-rej", Date: "2024-01-23", Rows: 1, Rejected: map[string]int64{"bad_time": 9}, At: at(3)}, store.TooManyRejected)
+	load(t, s, Load{ExtractID: "n-new-x", RunID: "n-new", Date: "2024-01-24", Rows: 2, Fence: 5, At: at(4)}, store.Swapped)
+	load(t, s, Load{ExtractID: "n-old-x", RunID: "n-old", Date: "2024-01-24", Rows: 2, Fence: 1, At: at(5)}, store.Stale)
+	load(t, s, Load{Project: "other", ExtractID: "n-o-x", RunID: "n-other", Rows: 1, At: at(6)}, store.Swapped)
+	// Redeliveries and a second extraction of a done run add nothing.
+	load(t, s, Load{ExtractID: "n-ok-x", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(7)}, store.AlreadyDone)
+	load(t, s, Load{ExtractID: "n-ok-y", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(7)}, store.AlreadyDone)
+	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: store.StatusFailed, At: at(8)})
+
+	want := []string{"n-ok", "n-failed", "n-rej", "n-new", "n-old"}
+	if got := claim(t, s, "a", at(10), "p1"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("claimed %v, want %v (oldest first, terminal runs of p1 only)", got, want)
+	}
+	if got := claim(t, s, "b", at(10), "p1", "other"); !reflect.DeepEqual(got, []string{"n-other"}) {
+		t.Fatalf("a second notifier claimed %v, want only the run a did not claim", got)
+	}
+	markNotified(t, s, "p1", "n-ok", "n-failed")
+	markNotified(t, s, "p1", "n-ok") // idempotent
+	// a's lease has ended: another notifier takes what a did not finish.
+	if got := claim(t, s, "b", at(10).Add(lease), "p1"); !reflect.DeepEqual(got, want[2:]) {
+		t.Fatalf("after a's lease, b claimed %v, want %v", got, want[2:])
+	}
+	if err := s.ReleaseNotifications(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, s, "a", at(10).Add(lease), "p1"); !reflect.DeepEqual(got, want[2:]) {
+		t.Fatalf("after b released, a claimed %v, want %v", got, want[2:])
+	}
+	markNotified(t, s, "p1", want[2:]...)
+	markNotified(t, s, "other", "n-other")
+	if got := claim(t, s, "c", at(100), "p1", "other"); len(got) != 0 {
+		t.Fatalf("notified runs are due again: %v", got)
+	}
+	if r := run(t, s, "p1", "n-ok"); r.Status != store.StatusSuccessful || terminals(r) != 1 {
+		t.Fatalf("run after its notification = %+v", r)
 	}
 }
