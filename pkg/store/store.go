@@ -1,9 +1,19 @@
 // Package store is the event store: where mapped records land, where a day
 // becomes visible atomically, and where everything that must survive a
-// Redis flush lives (days loaded, their counts, run history, usage).
+// Redis flush lives (days loaded, their counts, run history, usage, due
+// webhook notifications).
 //
-// PostgreSQL (package store/postgres) is the production store, DuckDB
-// (store/duckdb) the embedded one; both pass the suite in store/storetest.
+// Every effect of a run happens once: its rows become visible, its usage
+// is counted (keyed by project and run id), its history gets its one
+// terminal status and its notification becomes due, all in the
+// transaction of its terminal transition; after that, no extraction or
+// update of the run changes anything.
+//
+// The decisions live here once (DaySwap, ApplyRunUpdate, in swap.go); a
+// backend implements SwapTx with its SQL and embeds a Writer. PostgreSQL
+// (package store/postgres) is the production store, DuckDB (store/duckdb)
+// the embedded one; both pass the suite in store/storetest, which a new
+// backend (ClickHouse) runs too.
 package store
 
 import (
@@ -173,7 +183,9 @@ type Store interface {
 	// readers see the old rows or the new ones, never a mix. It refuses
 	// (Incomplete) until end.Batches batches holding end.Rows rows are
 	// staged, and (Stale) when the day was swapped by a run with a higher
-	// fence. The superseded rows are removed.
+	// fence. The superseded rows are removed. An extraction of a run that
+	// has ended (IsTerminal) changes nothing (AlreadyDone): a run swaps,
+	// counts usage and records its terminal status once. See DaySwap.
 	CompleteRun(ctx context.Context, end RunEnd) (Outcome, error)
 
 	// UpdateRun records a run's progress (scheduled, started, downloaded,

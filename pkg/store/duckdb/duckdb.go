@@ -4,7 +4,8 @@
 // Appender) into events or metrics tagged with their extraction (xid), and
 // a day's visible rows are those of the days table's visible_xid, so a swap
 // is an UPDATE of that pointer in the transaction that writes the day, the
-// run and the usage ledger. Readers run single statements against DuckDB's
+// run and the usage ledger (decided by store.DaySwap; this package is its
+// SQL, store.SwapTx). Readers run single statements against DuckDB's
 // snapshot isolation and see one extraction or the other, never a mix.
 // DuckDB allows one writing process, and its optimistic concurrency aborts
 // conflicting writers, so the store serialises its write transactions.

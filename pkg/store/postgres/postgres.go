@@ -7,8 +7,9 @@
 // the run and the usage ledger. Every read goes through one statement that
 // joins on the pointer (the visible_events and visible_metrics views), so a
 // reader sees the old extraction or the new one, never a mix. Rows of
-// replaced, stale and failed extractions are deleted in the same
-// transaction.
+// replaced, stale, failed and duplicate extractions are deleted in the
+// same transaction. The decisions are store.DaySwap's; this package is
+// their SQL (store.SwapTx).
 package postgres
 
 import (
