@@ -8,20 +8,24 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -95,18 +99,75 @@ type fixture struct {
 	waits    chan time.Duration
 }
 
-func newFixture(tb testing.TB, failures, status int) *fixture {
+// openStore returns a fresh, migrated store, closed when tb ends.
+type openStore func(tb testing.TB) store.Store
+
+func openDuckDB(tb testing.TB) store.Store {
 	tb.Helper()
-	ctx := context.Background()
-	h := &receiver{failures: failures, status: status, got: map[string][]SlackPayload{}}
-	srv := httptest.NewServer(h)
-	tb.Cleanup(srv.Close)
-	st, err := duckstore.Open(ctx, filepath.Join(tb.TempDir(), "store.duckdb"), duckstore.Options{Logger: quiet()})
+	st, err := duckstore.Open(context.Background(), filepath.Join(tb.TempDir(), "store.duckdb"), duckstore.Options{Logger: quiet()})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
+	return st
+}
+
+var pgSeq atomic.Int64
+
+// openPostgres opens a store in a schema of its own on the local server,
+// dropped when tb ends; it skips when the server is unreachable (unless
+// CI is set).
+func openPostgres(tb testing.TB) store.Store {
+	tb.Helper()
+	ctx := context.Background()
+	dsn := os.Getenv("SLUICE_TEST_POSTGRES")
+	if dsn == "" {
+		dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	schema := fmt.Sprintf("notifytest_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, pgSeq.Add(1))
+	st, err := pgstore.Open(ctx, dsn, pgstore.Options{Schema: schema, Logger: quiet()})
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatal(err)
+		}
+		tb.Skipf("postgres unreachable: %v", err)
+	}
+	tb.Cleanup(func() {
+		defer st.Close()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			tb.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`); err != nil {
+			tb.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return st
+}
+
+// eachStore runs fn against the DuckDB store and the PostgreSQL store.
+func eachStore(t *testing.T, fn func(t *testing.T, open openStore)) {
+	for _, s := range []struct {
+		name string
+		open openStore
+	}{{"duckdb", openDuckDB}, {"postgres", openPostgres}} {
+		t.Run(s.name, func(t *testing.T) { fn(t, s.open) })
+	}
+}
+
+func newFixture(tb testing.TB, failures, status int) *fixture {
+	return newFixtureOn(tb, openDuckDB, failures, status)
+}
+
+func newFixtureOn(tb testing.TB, open openStore, failures, status int) *fixture {
+	tb.Helper()
+	h := &receiver{failures: failures, status: status, got: map[string][]SlackPayload{}}
+	srv := httptest.NewServer(h)
+	tb.Cleanup(srv.Close)
+	st := open(tb)
+	if err := st.Migrate(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	return &fixture{store: st, hook: h, waits: make(chan time.Duration, 100),
@@ -216,90 +277,94 @@ func (f *fixture) due(tb testing.TB, projects ...string) []string {
 // once; the ones that need a person reach the webhook once, with their
 // id; redeliveries and a second extraction of a run add nothing.
 func TestEveryDueNotificationDeliveredOnce(t *testing.T) {
-	f := newFixture(t, 0, 0)
-	f.failRun(t, "run-failed", "2024-02-20", "QUERY_ERROR", `relation "events" does not exist`)
-	f.complete(t, load{run: "run-empty", extract: "run-empty-x", date: "2024-02-21", fence: 1}, store.Swapped)
-	f.update(t, store.RunUpdate{RunID: "run-reload", Date: "2024-02-21", Fence: 2, Trigger: schemas.TriggerReload,
-		Status: store.StatusScheduled, Message: "warehouse count changed by 12%"})
-	f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.Swapped)
-	f.complete(t, load{run: "run-normal", extract: "run-normal-x", date: "2024-02-19", fence: 3, rows: 2}, store.Swapped)
-	f.complete(t, load{run: "run-rejects", extract: "run-rejects-x", date: "2024-02-18", rows: 1, rejected: 9}, store.TooManyRejected)
-	f.complete(t, load{run: "run-stale", extract: "run-stale-x", date: "2024-02-21", fence: 1, rows: 1}, store.Stale)
-	f.complete(t, load{project: "quiet", run: "run-quiet", extract: "run-quiet-x", date: "2024-02-21"}, store.Swapped)
-	f.update(t, store.RunUpdate{RunID: "run-started", Date: "2024-02-17", Status: store.StatusStarted})
-	// The reload's request was redelivered: its END again, and a second
-	// extraction of the same run.
-	f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
-	f.complete(t, load{run: "run-reload", extract: "run-reload-y", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
-	f.failRun(t, "run-failed", "2024-02-20", "QUERY_ERROR", "again") // a redelivered FAILED marker
+	eachStore(t, func(t *testing.T, open openStore) {
+		f := newFixtureOn(t, open, 0, 0)
+		f.failRun(t, "run-failed", "2024-02-20", "QUERY_ERROR", `relation "events" does not exist`)
+		f.complete(t, load{run: "run-empty", extract: "run-empty-x", date: "2024-02-21", fence: 1}, store.Swapped)
+		f.update(t, store.RunUpdate{RunID: "run-reload", Date: "2024-02-21", Fence: 2, Trigger: schemas.TriggerReload,
+			Status: store.StatusScheduled, Message: "warehouse count changed by 12%"})
+		f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.Swapped)
+		f.complete(t, load{run: "run-normal", extract: "run-normal-x", date: "2024-02-19", fence: 3, rows: 2}, store.Swapped)
+		f.complete(t, load{run: "run-rejects", extract: "run-rejects-x", date: "2024-02-18", rows: 1, rejected: 9}, store.TooManyRejected)
+		f.complete(t, load{run: "run-stale", extract: "run-stale-x", date: "2024-02-21", fence: 1, rows: 1}, store.Stale)
+		f.complete(t, load{project: "quiet", run: "run-quiet", extract: "run-quiet-x", date: "2024-02-21"}, store.Swapped)
+		f.update(t, store.RunUpdate{RunID: "run-started", Date: "2024-02-17", Status: store.StatusStarted})
+		// The reload's request was redelivered: its END again, and a second
+		// extraction of the same run.
+		f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
+		f.complete(t, load{run: "run-reload", extract: "run-reload-y", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
+		f.failRun(t, "run-failed", "2024-02-20", "QUERY_ERROR", "again") // a redelivered FAILED marker
 
-	n := f.notifier(t, Config{})
-	n.poll(context.Background())
-	n.poll(context.Background()) // a second poll finds nothing
-	want := map[string]int{
-		"p1/run-failed/failed":  1,
-		"p1/run-empty/empty":    1,
-		"p1/run-reload/reload":  1,
-		"p1/run-rejects/failed": 1,
-	}
-	if got := f.hook.delivered(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("delivered %v, want %v", got, want)
-	}
-	for id, wants := range map[string][]string{
-		"p1/run-failed/failed":  {"p1/events_daily 2024-02-20 failed", "QUERY_ERROR", `relation "events" does not exist`},
-		"p1/run-empty/empty":    {"2024-02-21 loaded with no data"},
-		"p1/run-reload/reload":  {"reloaded: 3 rows loaded", "12%"},
-		"p1/run-rejects/failed": {store.CategoryTooManyRejected, "90.0% of 10 rows rejected"},
-	} {
-		text := f.hook.text(t, id)
-		for _, w := range wants {
-			if !strings.Contains(text, w) {
-				t.Errorf("%s: text %q lacks %q", id, text, w)
+		n := f.notifier(t, Config{})
+		n.poll(context.Background())
+		n.poll(context.Background()) // a second poll finds nothing
+		want := map[string]int{
+			"p1/run-failed/failed":  1,
+			"p1/run-empty/empty":    1,
+			"p1/run-reload/reload":  1,
+			"p1/run-rejects/failed": 1,
+		}
+		if got := f.hook.delivered(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("delivered %v, want %v", got, want)
+		}
+		for id, wants := range map[string][]string{
+			"p1/run-failed/failed":  {"p1/events_daily 2024-02-20 failed", "QUERY_ERROR", `relation "events" does not exist`},
+			"p1/run-empty/empty":    {"2024-02-21 loaded with no data"},
+			"p1/run-reload/reload":  {"reloaded: 3 rows loaded", "12%"},
+			"p1/run-rejects/failed": {store.CategoryTooManyRejected, "90.0% of 10 rows rejected"},
+		} {
+			text := f.hook.text(t, id)
+			for _, w := range wants {
+				if !strings.Contains(text, w) {
+					t.Errorf("%s: text %q lacks %q", id, text, w)
+				}
 			}
 		}
-	}
-	if got := f.due(t, "p1", "quiet"); !reflect.DeepEqual(got, []string(nil)) {
-		t.Fatalf("still due after the polls: %v (runs that need no webhook are marked too)", got)
-	}
-	if v := counter(t, n.sent, EventFailed); v != 2 {
-		t.Errorf("sent{failed} = %v, want 2", v)
-	}
+		if got := f.due(t, "p1", "quiet"); !reflect.DeepEqual(got, []string(nil)) {
+			t.Fatalf("still due after the polls: %v (runs that need no webhook are marked too)", got)
+		}
+		if v := counter(t, n.sent, EventFailed); v != 2 {
+			t.Errorf("sent{failed} = %v, want 2", v)
+		}
+	})
 }
 
 // TestReceiverFailsThenRecovers: a webhook that is down keeps its
 // notifications due; they go out, once, when it is back.
 func TestReceiverFailsThenRecovers(t *testing.T) {
-	f := newFixture(t, 7, http.StatusServiceUnavailable)
-	f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "boom")
-	f.clock.Advance(time.Second)
-	f.failRun(t, "run-b", "2024-02-21", "CONNECTION_ERROR", "refused")
-	n := f.notifier(t, Config{MaxAttempts: 5, Backoff: time.Second})
-	n.poll(context.Background())
-	if got := f.hook.callCount(); got != 5 {
-		t.Fatalf("%d calls in the first poll, want 5 attempts of run-a then a stop", got)
-	}
-	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
-		if got := <-f.waits; got != want {
-			t.Errorf("backoff %d = %s, want %s", i, got, want)
+	eachStore(t, func(t *testing.T, open openStore) {
+		f := newFixtureOn(t, open, 7, http.StatusServiceUnavailable)
+		f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "boom")
+		f.clock.Advance(time.Second)
+		f.failRun(t, "run-b", "2024-02-21", "CONNECTION_ERROR", "refused")
+		n := f.notifier(t, Config{MaxAttempts: 5, Backoff: time.Second})
+		n.poll(context.Background())
+		if got := f.hook.callCount(); got != 5 {
+			t.Fatalf("%d calls in the first poll, want 5 attempts of run-a then a stop", got)
 		}
-	}
-	// The claim holds off a retry (and other notifiers) until the lease ends.
-	n.poll(context.Background())
-	if got := f.hook.callCount(); got != 5 {
-		t.Fatalf("%d calls; a poll within the lease retried", got)
-	}
-	if got := f.due(t, "p1"); !reflect.DeepEqual(got, []string{"run-a", "run-b"}) {
-		t.Fatalf("due while the webhook is down = %v", got)
-	}
-	f.clock.Advance(n.cfg.Lease)
-	n.poll(context.Background()) // two more 503s, then the webhook is back
-	want := map[string]int{"p1/run-a/failed": 1, "p1/run-b/failed": 1}
-	if got := f.hook.delivered(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("delivered %v, want %v", got, want)
-	}
-	if got := f.hook.callCount(); got != 9 {
-		t.Errorf("%d calls, want 9 (7 refused, 2 delivered)", got)
-	}
+		for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+			if got := <-f.waits; got != want {
+				t.Errorf("backoff %d = %s, want %s", i, got, want)
+			}
+		}
+		// The claim holds off a retry (and other notifiers) until the lease ends.
+		n.poll(context.Background())
+		if got := f.hook.callCount(); got != 5 {
+			t.Fatalf("%d calls; a poll within the lease retried", got)
+		}
+		if got := f.due(t, "p1"); !reflect.DeepEqual(got, []string{"run-a", "run-b"}) {
+			t.Fatalf("due while the webhook is down = %v", got)
+		}
+		f.clock.Advance(n.cfg.Lease)
+		n.poll(context.Background()) // two more 503s, then the webhook is back
+		want := map[string]int{"p1/run-a/failed": 1, "p1/run-b/failed": 1}
+		if got := f.hook.delivered(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("delivered %v, want %v", got, want)
+		}
+		if got := f.hook.callCount(); got != 9 {
+			t.Errorf("%d calls, want 9 (7 refused, 2 delivered)", got)
+		}
+	})
 }
 
 // TestDrainDeliversWhatIsDue: Run whose ctx is already cancelled still
@@ -323,52 +388,56 @@ func TestDrainDeliversWhatIsDue(t *testing.T) {
 // down leaves its notifications due and unclaimed; the next start (another
 // owner, no lease to wait for) delivers each once.
 func TestRestartDeliversWhatWasLeft(t *testing.T) {
-	f := newFixture(t, 1000, http.StatusBadGateway)
-	f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "x")
-	f.failRun(t, "run-b", "2024-02-21", "QUERY_ERROR", "y")
-	ctx, cancel := context.WithCancel(context.Background())
-	first := f.notifier(t, Config{MaxAttempts: 2, Owner: "first"})
-	done := make(chan error, 1)
-	go func() { done <- first.Run(ctx) }()
-	<-f.waits // the first poll is retrying run-a
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("first notifier returned %v", err)
-	}
-	if got := f.hook.delivered(); len(got) != 0 {
-		t.Fatalf("delivered %v while the webhook was down", got)
-	}
-	f.hook.mu.Lock()
-	f.hook.failures = 0 // the webhook is back
-	f.hook.mu.Unlock()
-	f.notifier(t, Config{Owner: "second"}).poll(context.Background())
-	want := map[string]int{"p1/run-a/failed": 1, "p1/run-b/failed": 1}
-	if got := f.hook.delivered(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("after the restart delivered %v, want %v", got, want)
-	}
+	eachStore(t, func(t *testing.T, open openStore) {
+		f := newFixtureOn(t, open, 1000, http.StatusBadGateway)
+		f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "x")
+		f.failRun(t, "run-b", "2024-02-21", "QUERY_ERROR", "y")
+		ctx, cancel := context.WithCancel(context.Background())
+		first := f.notifier(t, Config{MaxAttempts: 2, Owner: "first"})
+		done := make(chan error, 1)
+		go func() { done <- first.Run(ctx) }()
+		<-f.waits // the first poll is retrying run-a
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("first notifier returned %v", err)
+		}
+		if got := f.hook.delivered(); len(got) != 0 {
+			t.Fatalf("delivered %v while the webhook was down", got)
+		}
+		f.hook.mu.Lock()
+		f.hook.failures = 0 // the webhook is back
+		f.hook.mu.Unlock()
+		f.notifier(t, Config{Owner: "second"}).poll(context.Background())
+		want := map[string]int{"p1/run-a/failed": 1, "p1/run-b/failed": 1}
+		if got := f.hook.delivered(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after the restart delivered %v, want %v", got, want)
+		}
+	})
 }
 
 // TestConcurrentNotifiersDeliverOnce: notifiers beside two loaders poll
 // the same outbox at once; their claims split the runs.
 func TestConcurrentNotifiersDeliverOnce(t *testing.T) {
-	f := newFixture(t, 0, 0)
-	for i := range 20 {
-		f.failRun(t, fmt.Sprintf("run-%02d", i), "2024-02-20", "QUERY_ERROR", "x")
-	}
-	a, b := f.notifier(t, Config{Batch: 3, Owner: "a"}), f.notifier(t, Config{Batch: 3, Owner: "b"})
-	var wg sync.WaitGroup
-	wg.Go(func() { a.poll(context.Background()) })
-	wg.Go(func() { b.poll(context.Background()) })
-	wg.Wait()
-	got := f.hook.delivered()
-	if len(got) != 20 {
-		t.Fatalf("delivered %d distinct notifications, want 20", len(got))
-	}
-	for id, c := range got {
-		if c != 1 {
-			t.Errorf("%s delivered %d times", id, c)
+	eachStore(t, func(t *testing.T, open openStore) {
+		f := newFixtureOn(t, open, 0, 0)
+		for i := range 20 {
+			f.failRun(t, fmt.Sprintf("run-%02d", i), "2024-02-20", "QUERY_ERROR", "x")
 		}
-	}
+		a, b := f.notifier(t, Config{Batch: 3, Owner: "a"}), f.notifier(t, Config{Batch: 3, Owner: "b"})
+		var wg sync.WaitGroup
+		wg.Go(func() { a.poll(context.Background()) })
+		wg.Go(func() { b.poll(context.Background()) })
+		wg.Wait()
+		got := f.hook.delivered()
+		if len(got) != 20 {
+			t.Fatalf("delivered %d distinct notifications, want 20", len(got))
+		}
+		for id, c := range got {
+			if c != 1 {
+				t.Errorf("%s delivered %d times", id, c)
+			}
+		}
+	})
 }
 
 func TestPermanentErrorGivesUp(t *testing.T) {

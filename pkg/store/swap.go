@@ -73,7 +73,10 @@ type RunTx interface {
 	// (then exists is false and the Run is zero). Lock a run before its
 	// day.
 	LockRun(ctx context.Context, project, runID string, at time.Time) (r Run, exists bool, err error)
-	// SaveRun writes every field of r; exists is what LockRun said.
+	// SaveRun writes every field of r; exists is what LockRun said. When
+	// r.NotificationDue is set it also makes the run's notification due
+	// (see Store.ClaimNotifications); otherwise the notification's state
+	// stays as it is.
 	SaveRun(ctx context.Context, r Run, exists bool) error
 }
 

@@ -212,20 +212,29 @@ CREATE TABLE IF NOT EXISTS {s}.usage (
 	loaded_at   timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_project_ds ON {s}.usage (project, ds);
--- Stores created before the ledger was keyed by run: keep one row per run
--- (the first extraction's), then the new key.
-DELETE FROM {s}.usage u USING {s}.usage v
-	WHERE u.project = v.project AND u.run_id = v.run_id AND u.xid > v.xid;
-ALTER TABLE {s}.usage DROP CONSTRAINT IF EXISTS usage_pkey;
-CREATE UNIQUE INDEX IF NOT EXISTS usage_run ON {s}.usage (project, run_id);
--- The notification outbox (see store.Store): notify_state is 'due' from a
--- run's terminal transition until MarkNotified makes it 'sent'; runs that
--- ended before the outbox existed keep ''. notify_owner and notify_until
--- are a notifier's claim.
-ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notify_state text NOT NULL DEFAULT '';
-ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notify_owner text NOT NULL DEFAULT '';
-ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notify_until timestamptz;
-ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS notified_at timestamptz;
+-- Upgrades of stores created by older code, each done once: they take
+-- locks that every start must not take again.
+DO $upgrade$ BEGIN
+	-- The usage ledger was keyed by extraction: keep one row per run (the
+	-- first extraction's), then the new key.
+	IF to_regclass('{s}.usage_run') IS NULL THEN
+		DELETE FROM {s}.usage u USING {s}.usage v
+			WHERE u.project = v.project AND u.run_id = v.run_id AND u.xid > v.xid;
+		ALTER TABLE {s}.usage DROP CONSTRAINT IF EXISTS usage_pkey;
+		CREATE UNIQUE INDEX usage_run ON {s}.usage (project, run_id);
+	END IF;
+	-- The notification outbox (see store.Store): notify_state is 'due'
+	-- from a run's terminal transition until MarkNotified makes it
+	-- 'sent'; runs that ended before the outbox existed keep ''.
+	-- notify_owner and notify_until are a notifier's claim.
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = to_regclass('{s}.runs') AND attname = 'notify_state' AND NOT attisdropped) THEN
+		ALTER TABLE {s}.runs ADD COLUMN notify_state text NOT NULL DEFAULT '',
+			ADD COLUMN notify_owner text NOT NULL DEFAULT '',
+			ADD COLUMN notify_until timestamptz,
+			ADD COLUMN notified_at timestamptz;
+	END IF;
+END $upgrade$;
 CREATE INDEX IF NOT EXISTS runs_notify_due ON {s}.runs (project, updated_at) WHERE notify_state = 'due';
 CREATE OR REPLACE VIEW {s}.visible_events AS
 	SELECT e.project, e.ingestion, e.ds, e.position, e.event_name, e.event_value,
