@@ -84,6 +84,7 @@ func AdvanceRun(r *Run, u RunUpdate, at time.Time) (bool, error) {
 	}
 	r.History = append(r.History, Stage{Status: u.Status, At: at})
 	r.UpdatedAt = at
+	r.NotificationDue = IsTerminal(u.Status)
 	return true, nil
 }
 
@@ -101,6 +102,7 @@ func FinishRun(r *Run, end RunEnd, status string, t Tally, at time.Time) {
 	r.ErrorCategory, r.ErrorMessage = "", ""
 	r.History = append(r.History, Stage{Status: status, At: at})
 	r.UpdatedAt = at
+	r.NotificationDue = true
 }
 
 // RecordCounts keeps an unswapped extraction's counts on its run.

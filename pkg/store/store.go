@@ -1,9 +1,19 @@
 // Package store is the event store: where mapped records land, where a day
 // becomes visible atomically, and where everything that must survive a
-// Redis flush lives (days loaded, their counts, run history, usage).
+// Redis flush lives (days loaded, their counts, run history, usage, due
+// webhook notifications).
 //
-// PostgreSQL (package store/postgres) is the production store, DuckDB
-// (store/duckdb) the embedded one; both pass the suite in store/storetest.
+// Every effect of a run happens once: its rows become visible, its usage
+// is counted (keyed by project and run id), its history gets its one
+// terminal status and its notification becomes due, all in the
+// transaction of its terminal transition; after that, no extraction or
+// update of the run changes anything.
+//
+// The decisions live here once (DaySwap, ApplyRunUpdate, in swap.go); a
+// backend implements SwapTx with its SQL and embeds a Writer. PostgreSQL
+// (package store/postgres) is the production store, DuckDB (store/duckdb)
+// the embedded one; both pass the suite in store/storetest, which a new
+// backend (ClickHouse) runs too.
 package store
 
 import (
@@ -58,7 +68,8 @@ const (
 	Incomplete Outcome = iota
 	// Swapped: the day now shows this extraction's rows.
 	Swapped
-	// AlreadyDone: this extraction was completed before (a redelivery).
+	// AlreadyDone: this extraction was completed before (a redelivery), or
+	// its run had already ended: nothing changed.
 	AlreadyDone
 	// Stale: a run with a newer fence already owns the day; nothing changed.
 	Stale
@@ -103,6 +114,10 @@ type Run struct {
 	History       []Stage          `json:"runHistory"`
 	CreatedAt     time.Time        `json:"createdAt"`
 	UpdatedAt     time.Time        `json:"updatedAt"`
+	// NotificationDue is set by the transition to a terminal status
+	// (AdvanceRun, FinishRun): SaveRun then makes the run's notification
+	// due in the same transaction. Reads leave it false.
+	NotificationDue bool `json:"-"`
 }
 
 // Stage is one status a run passed through.
@@ -168,7 +183,9 @@ type Store interface {
 	// readers see the old rows or the new ones, never a mix. It refuses
 	// (Incomplete) until end.Batches batches holding end.Rows rows are
 	// staged, and (Stale) when the day was swapped by a run with a higher
-	// fence. The superseded rows are removed.
+	// fence. The superseded rows are removed. An extraction of a run that
+	// has ended (IsTerminal) changes nothing (AlreadyDone): a run swaps,
+	// counts usage and records its terminal status once. See DaySwap.
 	CompleteRun(ctx context.Context, end RunEnd) (Outcome, error)
 
 	// UpdateRun records a run's progress (scheduled, started, downloaded,
@@ -193,10 +210,41 @@ type Store interface {
 	VisibleMetrics(ctx context.Context, project, ingestion, date string) ([]schemas.Metric, error)
 
 	// Usage returns rows loaded per day for project (reloads and backfills
-	// included), the usage ledger.
+	// included), the usage ledger: each run that became visible counts
+	// once, whatever extractions and redeliveries it took.
 	Usage(ctx context.Context, project string, from, to string) ([]UsageRow, error)
 
+	// The notification outbox. A run's notification becomes due in the
+	// transaction that gives the run its terminal status (a swap,
+	// TooManyRejected, Stale, an UpdateRun to FAILED, SUPERSEDED or
+	// NO_DATA_YET), so a terminal run is never lost to a crash and is due
+	// once: a run has one terminal status. Runs that ended before the
+	// store had the outbox are not due.
+
+	// ClaimNotifications returns up to c.Limit runs of c.Projects whose
+	// notification is due and not claimed by a live claim, oldest first
+	// (updated_at, then run id), and claims them for c.Owner until
+	// c.At+c.Lease: until then no other claim returns them, so concurrent
+	// notifiers never deliver one run at once.
+	ClaimNotifications(ctx context.Context, c NotificationClaim) ([]Run, error)
+	// MarkNotified ends a run's notification (delivered, or none needed):
+	// it is never due again. Idempotent.
+	MarkNotified(ctx context.Context, project, runID string, at time.Time) error
+	// ReleaseNotifications gives back owner's claims, so another notifier
+	// (or owner's restart) can claim those runs at once; a notifier
+	// calls it when it stops.
+	ReleaseNotifications(ctx context.Context, owner string) error
+
 	Close() error
+}
+
+// NotificationClaim asks ClaimNotifications for due runs.
+type NotificationClaim struct {
+	Projects []string // at least one
+	Owner    string   // the claiming notifier, unique among those running
+	At       time.Time
+	Lease    time.Duration
+	Limit    int
 }
 
 // UsageRow is one line of the usage ledger.

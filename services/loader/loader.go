@@ -39,7 +39,8 @@ type Deps struct {
 	Logger   *slog.Logger
 	Clock    func() time.Time
 	Registry prometheus.Registerer
-	// OnDayDone, when set, is told about every finished run (notifications).
+	// OnDayDone, when set, is told about every finished run (tests wait on
+	// it; webhooks come from the store's outbox, see pkg/notify).
 	OnDayDone func(ctx context.Context, end store.RunEnd, outcome store.Outcome)
 
 	// Dispatcher releases a finished run's day; it needs no Kafka client.

@@ -253,16 +253,14 @@ func Build(ctx context.Context, in *Infra, o RunOptions) ([]runnable, error) {
 			}
 			out = append(out, runnable{name: t, stop: stageMap, run: svc.Run})
 		case "loader":
-			onDone, notifier, err := loaderHooks(in, o.LoaderOnDone, log)
+			notifier, err := notifierFor(in, log, drain)
 			if err != nil {
 				return nil, err
 			}
-			if notifier != nil {
-				out = append(out, *notifier)
-			}
+			out = append(out, notifier)
 			svc, err := loader.New(loader.Config{MaxRejectedShare: p.MaxRejectedShare, DrainTimeout: drain}, loader.Deps{Kafka: in.Kafka,
 				Codecs: in.Codecs, Store: in.Store, Dispatcher: days, Logger: log, Clock: in.Clock, Registry: in.Registry,
-				OnDayDone: onDone})
+				OnDayDone: o.LoaderOnDone})
 			if err != nil {
 				return nil, err
 			}
@@ -340,26 +338,16 @@ func lagMonitor(in *Infra, groups []string) (runnable, error) {
 	return runnable{name: "lag", stop: stageClients, run: func(ctx context.Context) error { defer cl.Close(); return m.Run(ctx) }}, nil
 }
 
-// loaderHooks is what the loader calls after each finished run: the
-// caller's hook and, when a project has a webhook_url, the notifier
-// (which then runs beside the loader).
-func loaderHooks(in *Infra, extra func(context.Context, store.RunEnd, store.Outcome), log *slog.Logger) (func(context.Context, store.RunEnd, store.Outcome), *runnable, error) {
-	if len(notify.Webhooks(in.Settings)) == 0 {
-		return extra, nil, nil
-	}
-	n, err := notify.New(notify.Config{}, notify.Deps{Settings: in.Settings, Store: in.Store, State: in.State,
-		Logger: log.With("component", "notify"), Registry: in.Registry})
+// notifierFor is the notifier that runs beside the loader: it delivers
+// the webhook notifications of the runs the loader ends, from the store's
+// outbox, and marks the runs of projects without a webhook.
+func notifierFor(in *Infra, log *slog.Logger, drain time.Duration) (runnable, error) {
+	n, err := notify.New(notify.Config{DrainTimeout: drain}, notify.Deps{Settings: in.Settings, Store: in.Store,
+		Logger: log.With("component", "notify"), Registry: in.Registry, Now: in.Clock})
 	if err != nil {
-		return nil, nil, err
+		return runnable{}, err
 	}
-	hook := n.OnDayDone
-	if extra != nil {
-		hook = func(ctx context.Context, end store.RunEnd, o store.Outcome) {
-			extra(ctx, end, o)
-			n.OnDayDone(ctx, end, o)
-		}
-	}
-	return hook, &runnable{name: "notifier", stop: stageNotify, run: n.Run}, nil
+	return runnable{name: "notifier", stop: stageNotify, run: n.Run}, nil
 }
 
 func ensureTopics(ctx context.Context, in *Infra) error {

@@ -4,7 +4,8 @@
 // Appender) into events or metrics tagged with their extraction (xid), and
 // a day's visible rows are those of the days table's visible_xid, so a swap
 // is an UPDATE of that pointer in the transaction that writes the day, the
-// run and the usage ledger. Readers run single statements against DuckDB's
+// run and the usage ledger (decided by store.DaySwap; this package is its
+// SQL, store.SwapTx). Readers run single statements against DuckDB's
 // snapshot isolation and see one extraction or the other, never a mix.
 // DuckDB allows one writing process, and its optimistic concurrency aborts
 // conflicting writers, so the store serialises its write transactions.
@@ -35,6 +36,8 @@ type Options struct {
 
 // Store is the DuckDB event store. Safe for concurrent use in one process.
 type Store struct {
+	store.Writer // CompleteRun, UpdateRun, RecordWarehouseCount over transact
+
 	db  *sql.DB
 	mu  sync.Mutex // one write transaction at a time
 	now func() time.Time
@@ -59,7 +62,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open duckdb store %s: %w", path, err)
 	}
-	return &Store{db: db, now: opts.Now, log: opts.Logger}, nil
+	s := &Store{db: db, now: opts.Now, log: opts.Logger}
+	s.Writer = store.Writer{Transact: s.transact, Now: opts.Now}
+	return s, nil
 }
 
 // Close closes the database.
@@ -179,14 +184,34 @@ CREATE OR REPLACE VIEW visible_metrics AS
 	FROM days d JOIN metrics m ON m.xid = d.visible_xid;
 `
 
-// Migrate creates the tables and views.
+// upgrades bring a store created by older code to ddl's shape, each step
+// in a transaction of its own (DuckDB cannot index rows deleted in the
+// same transaction). Every step is idempotent.
+var upgrades = []string{
+	// The usage ledger holds one row per run that became visible; stores
+	// created before it was keyed by run keep each run's first row.
+	`DELETE FROM usage WHERE rowid IN (SELECT rowid FROM (
+		SELECT rowid, row_number() OVER (PARTITION BY project, run_id ORDER BY xid) AS n FROM usage) WHERE n > 1)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS usage_run ON usage (project, run_id)`,
+	// The notification outbox (see store.Store): notify_state is 'due'
+	// from a run's terminal transition until MarkNotified makes it
+	// 'sent'; runs that ended before the outbox existed keep ''.
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_state VARCHAR DEFAULT ''`,
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_owner VARCHAR DEFAULT ''`,
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_until TIMESTAMPTZ`,
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notified_at TIMESTAMPTZ`,
+}
+
+// Migrate creates the tables and views and upgrades older stores.
 func (s *Store) Migrate(ctx context.Context) error {
-	err := s.write(ctx, func(c *sql.Conn) error {
-		_, err := c.ExecContext(ctx, ddl)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("migrate duckdb store: %w", err)
+	for _, stmt := range append([]string{ddl}, upgrades...) {
+		err := s.write(ctx, func(c *sql.Conn) error {
+			_, err := c.ExecContext(ctx, stmt)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate duckdb store: %w", err)
+		}
 	}
 	return nil
 }
@@ -244,11 +269,4 @@ func appender(c *sql.Conn, table string, fn func(a *duckdbdrv.Appender) error) e
 		}
 		return nil
 	})
-}
-
-func (s *Store) at(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now().UTC()
-	}
-	return t.UTC()
 }

@@ -16,9 +16,17 @@ type where struct {
 	args  []any
 }
 
-func (w *where) add(cond string, arg any) {
-	w.conds = append(w.conds, cond)
-	w.args = append(w.args, arg)
+// add renders c: a date argument is cast to DATE.
+func (w *where) add(cs ...store.Cond) *where {
+	for _, c := range cs {
+		mark := "?"
+		if c.Date {
+			mark = "CAST(? AS DATE)"
+		}
+		w.conds = append(w.conds, c.Column+" "+c.Op+" "+mark)
+		w.args = append(w.args, c.Arg)
+	}
+	return w
 }
 
 func (w *where) String() string {
@@ -30,25 +38,7 @@ func (w *where) String() string {
 
 // Days lists days matching f.
 func (s *Store) Days(ctx context.Context, f store.DayFilter) ([]store.Day, error) {
-	var w where
-	if f.Project != "" {
-		w.add("project = ?", f.Project)
-	}
-	if f.Ingestion != "" {
-		w.add("ingestion = ?", f.Ingestion)
-	}
-	if f.Type != "" {
-		w.add("type = ?", f.Type)
-	}
-	if f.From != "" {
-		w.add("ds >= CAST(? AS DATE)", f.From)
-	}
-	if f.To != "" {
-		w.add("ds <= CAST(? AS DATE)", f.To)
-	}
-	if !f.LoadedSince.IsZero() {
-		w.add("first_loaded_at >= ?", f.LoadedSince)
-	}
+	w := new(where).add(f.Conds()...)
 	rows, err := s.db.QueryContext(ctx, `SELECT `+dayColumns+` FROM days`+w.String()+` ORDER BY ingestion, ds, project`, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("list days: %w", err)
@@ -56,11 +46,11 @@ func (s *Store) Days(ctx context.Context, f store.DayFilter) ([]store.Day, error
 	defer rows.Close()
 	var days []store.Day
 	for rows.Next() {
-		d, _, err := scanDay(rows)
+		d, err := scanDay(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list days: %w", err)
 		}
-		days = append(days, d)
+		days = append(days, d.Day)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list days: %w", err)
@@ -70,16 +60,7 @@ func (s *Store) Days(ctx context.Context, f store.DayFilter) ([]store.Day, error
 
 // Runs lists runs, newest first; Limit 0 means all.
 func (s *Store) Runs(ctx context.Context, f store.RunFilter) ([]store.Run, error) {
-	var w where
-	if f.Project != "" {
-		w.add("project = ?", f.Project)
-	}
-	if f.Ingestion != "" {
-		w.add("ingestion = ?", f.Ingestion)
-	}
-	if f.Date != "" {
-		w.add("ds = ?", f.Date)
-	}
+	w := new(where).add(f.Conds()...)
 	q := `SELECT ` + runColumns + ` FROM runs` + w.String() + ` ORDER BY created_at DESC, run_id DESC`
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
@@ -184,14 +165,7 @@ func (s *Store) VisibleMetrics(ctx context.Context, project, ingestion, date str
 // counts, so reloads and backfills are billed. from and to are inclusive
 // and optional.
 func (s *Store) Usage(ctx context.Context, project, from, to string) ([]store.UsageRow, error) {
-	var w where
-	w.add("project = ?", project)
-	if from != "" {
-		w.add("ds >= CAST(? AS DATE)", from)
-	}
-	if to != "" {
-		w.add("ds <= CAST(? AS DATE)", to)
-	}
+	w := new(where).add(store.UsageConds(project, from, to)...)
 	rows, err := s.db.QueryContext(ctx, `SELECT project, CAST(ds AS VARCHAR), ingestion, trigger, CAST(sum(rows_loaded) AS BIGINT)
 		FROM usage`+w.String()+` GROUP BY project, ds, ingestion, trigger ORDER BY ds, ingestion, trigger`, w.args...)
 	if err != nil {

@@ -7,8 +7,9 @@
 // the run and the usage ledger. Every read goes through one statement that
 // joins on the pointer (the visible_events and visible_metrics views), so a
 // reader sees the old extraction or the new one, never a mix. Rows of
-// replaced, stale and failed extractions are deleted in the same
-// transaction.
+// replaced, stale, failed and duplicate extractions are deleted in the
+// same transaction. The decisions are store.DaySwap's; this package is
+// their SQL (store.SwapTx).
 package postgres
 
 import (
@@ -38,6 +39,8 @@ type Options struct {
 
 // Store is the PostgreSQL event store. Safe for concurrent use.
 type Store struct {
+	store.Writer // CompleteRun, UpdateRun, RecordWarehouseCount over transact
+
 	pool    *pgxpool.Pool
 	ownPool bool
 	schema  string // quoted identifier
@@ -58,12 +61,14 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Store{
+	s := &Store{
 		pool:   pool,
 		schema: pgx.Identifier{opts.Schema}.Sanitize(),
 		now:    opts.Now,
 		log:    opts.Logger,
 	}
+	s.Writer = store.Writer{Transact: s.transact, Now: opts.Now}
+	return s
 }
 
 // Open connects to dsn and returns a store that closes its pool on Close.
@@ -192,10 +197,12 @@ CREATE TABLE IF NOT EXISTS {s}.runs (
 	PRIMARY KEY (project, run_id)
 );
 CREATE INDEX IF NOT EXISTS runs_newest ON {s}.runs (project, created_at DESC);
--- The usage ledger: one row per swapped extraction, so reloads and
--- backfills are counted and a redelivered END counts nothing.
+-- The usage ledger: one row per run that became visible (xid is the
+-- extraction whose rows it counts), so reloads and backfills are counted
+-- and neither a redelivered END nor a second extraction of the run counts
+-- again.
 CREATE TABLE IF NOT EXISTS {s}.usage (
-	xid         bigint PRIMARY KEY,
+	xid         bigint NOT NULL,
 	project     text NOT NULL,
 	ingestion   text NOT NULL,
 	ds          date NOT NULL,
@@ -205,6 +212,30 @@ CREATE TABLE IF NOT EXISTS {s}.usage (
 	loaded_at   timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_project_ds ON {s}.usage (project, ds);
+-- Upgrades of stores created by older code, each done once: they take
+-- locks that every start must not take again.
+DO $upgrade$ BEGIN
+	-- The usage ledger was keyed by extraction: keep one row per run (the
+	-- first extraction's), then the new key.
+	IF to_regclass('{s}.usage_run') IS NULL THEN
+		DELETE FROM {s}.usage u USING {s}.usage v
+			WHERE u.project = v.project AND u.run_id = v.run_id AND u.xid > v.xid;
+		ALTER TABLE {s}.usage DROP CONSTRAINT IF EXISTS usage_pkey;
+		CREATE UNIQUE INDEX usage_run ON {s}.usage (project, run_id);
+	END IF;
+	-- The notification outbox (see store.Store): notify_state is 'due'
+	-- from a run's terminal transition until MarkNotified makes it
+	-- 'sent'; runs that ended before the outbox existed keep ''.
+	-- notify_owner and notify_until are a notifier's claim.
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = to_regclass('{s}.runs') AND attname = 'notify_state' AND NOT attisdropped) THEN
+		ALTER TABLE {s}.runs ADD COLUMN notify_state text NOT NULL DEFAULT '',
+			ADD COLUMN notify_owner text NOT NULL DEFAULT '',
+			ADD COLUMN notify_until timestamptz,
+			ADD COLUMN notified_at timestamptz;
+	END IF;
+END $upgrade$;
+CREATE INDEX IF NOT EXISTS runs_notify_due ON {s}.runs (project, updated_at) WHERE notify_state = 'due';
 CREATE OR REPLACE VIEW {s}.visible_events AS
 	SELECT e.project, e.ingestion, e.ds, e.position, e.event_name, e.event_value,
 	       e.time, e.unit_ids, e.metadata, d.visible_run_id AS run_id
@@ -239,13 +270,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate postgres store %s: %w", s.schema, err)
 	}
 	return nil
-}
-
-func (s *Store) at(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now().UTC()
-	}
-	return t.UTC()
 }
 
 // isNoRows reports a query that found nothing.

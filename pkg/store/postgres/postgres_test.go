@@ -140,3 +140,46 @@ func BenchmarkPostgresPlainCopy(b *testing.B) {
 	}
 	b.ReportMetric(float64(l.Rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// mainTables turns a migrated store back into what the code of commit
+// cd14462 created (usage keyed by extraction, runs without a notification
+// state) and fills it as that code did.
+const mainTables = `
+DROP INDEX %[1]s.usage_run;
+ALTER TABLE %[1]s.usage ADD PRIMARY KEY (xid);
+DROP INDEX %[1]s.runs_notify_due;
+ALTER TABLE %[1]s.runs DROP COLUMN notify_state, DROP COLUMN notify_owner, DROP COLUMN notify_until,
+	DROP COLUMN notified_at;
+-- run r1 was swapped in twice (the bug of issue 12), r2 once.
+INSERT INTO %[1]s.usage VALUES
+	(1, 'p1', 'ev', '2024-02-01', 'scheduled', 'r1', 50000, '2024-02-02 10:00:00+00'),
+	(2, 'p1', 'ev', '2024-02-01', 'scheduled', 'r1', 50000, '2024-02-02 10:05:00+00'),
+	(3, 'p1', 'ev', '2024-02-02', 'scheduled', 'r2', 7, '2024-02-03 10:00:00+00');
+INSERT INTO %[1]s.runs VALUES ('p1', 'r1', 'ev', 'events', '2024-02-01', 'scheduled', 1, 'IMPORT_SUCCESSFUL', 'x2',
+	50000, 50000, '{}', '', '', '', '[{"status":"IMPORT_SUCCESSFUL","timestamp":"2024-02-02T10:00:00Z"}]',
+	'2024-02-02 09:00:00+00', '2024-02-02 10:05:00+00');
+`
+
+func TestMigrateUpgradesMainStore(t *testing.T) {
+	requirePostgres(t)
+	ctx := context.Background()
+	name := fmt.Sprintf("storetest_main_%d_%d", os.Getpid(), schemaSeq.Add(1))
+	conn, err := pgx.Connect(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	t.Cleanup(func() { _, _ = conn.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+name+` CASCADE`) })
+	s, err := Open(ctx, testDSN(), Options{Schema: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf(mainTables, name)); err != nil {
+		t.Fatal(err)
+	}
+	storetest.CheckUpgrade(t, s)
+}

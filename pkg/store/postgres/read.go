@@ -18,9 +18,17 @@ type where struct {
 	args  []any
 }
 
-func (w *where) add(cond string, arg any) {
-	w.args = append(w.args, arg)
-	w.conds = append(w.conds, strings.ReplaceAll(cond, "?", fmt.Sprintf("$%d", len(w.args))))
+// add renders c with numbered parameters; a date argument is cast.
+func (w *where) add(cs ...store.Cond) *where {
+	for _, c := range cs {
+		w.args = append(w.args, c.Arg)
+		mark := fmt.Sprintf("$%d", len(w.args))
+		if c.Date {
+			mark += "::date"
+		}
+		w.conds = append(w.conds, c.Column+" "+c.Op+" "+mark)
+	}
+	return w
 }
 
 func (w *where) String() string {
@@ -30,28 +38,9 @@ func (w *where) String() string {
 	return " WHERE " + strings.Join(w.conds, " AND ")
 }
 
-// Days lists days (placeholders of in-flight transactions excluded).
+// Days lists days matching f.
 func (s *Store) Days(ctx context.Context, f store.DayFilter) ([]store.Day, error) {
-	var w where
-	w.add("status <> ?", "")
-	if f.Project != "" {
-		w.add("project = ?", f.Project)
-	}
-	if f.Ingestion != "" {
-		w.add("ingestion = ?", f.Ingestion)
-	}
-	if f.Type != "" {
-		w.add("type = ?", f.Type)
-	}
-	if f.From != "" {
-		w.add("ds >= ?::date", f.From)
-	}
-	if f.To != "" {
-		w.add("ds <= ?::date", f.To)
-	}
-	if !f.LoadedSince.IsZero() {
-		w.add("first_loaded_at >= ?", f.LoadedSince)
-	}
+	w := new(where).add(f.Conds()...)
 	rows, err := s.pool.Query(ctx, s.q(`SELECT `+dayColumns+` FROM {s}.days`+w.String()+` ORDER BY ingestion, ds, project`), w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("list days: %w", err)
@@ -59,11 +48,11 @@ func (s *Store) Days(ctx context.Context, f store.DayFilter) ([]store.Day, error
 	defer rows.Close()
 	var days []store.Day
 	for rows.Next() {
-		d, _, err := scanDay(rows)
+		d, err := scanDay(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list days: %w", err)
 		}
-		days = append(days, d)
+		days = append(days, d.Day)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list days: %w", err)
@@ -73,17 +62,8 @@ func (s *Store) Days(ctx context.Context, f store.DayFilter) ([]store.Day, error
 
 // Runs lists runs, newest first; Limit 0 means all.
 func (s *Store) Runs(ctx context.Context, f store.RunFilter) ([]store.Run, error) {
-	var w where
-	w.add("status <> ?", "")
-	if f.Project != "" {
-		w.add("project = ?", f.Project)
-	}
-	if f.Ingestion != "" {
-		w.add("ingestion = ?", f.Ingestion)
-	}
-	if f.Date != "" {
-		w.add("ds = ?", f.Date)
-	}
+	// Runs without a status are the placeholders LockRun creates.
+	w := new(where).add(store.Cond{Column: "status", Op: "<>", Arg: ""}).add(f.Conds()...)
 	sql := `SELECT ` + runColumns + ` FROM {s}.runs` + w.String() + ` ORDER BY created_at DESC, run_id DESC`
 	if f.Limit > 0 {
 		sql += fmt.Sprintf(" LIMIT %d", f.Limit)
@@ -179,14 +159,7 @@ func (s *Store) VisibleMetrics(ctx context.Context, project, ingestion, date str
 // counts, so reloads and backfills are billed. from and to are inclusive
 // and optional.
 func (s *Store) Usage(ctx context.Context, project, from, to string) ([]store.UsageRow, error) {
-	var w where
-	w.add("project = ?", project)
-	if from != "" {
-		w.add("ds >= ?::date", from)
-	}
-	if to != "" {
-		w.add("ds <= ?::date", to)
-	}
+	w := new(where).add(store.UsageConds(project, from, to)...)
 	rows, err := s.pool.Query(ctx, s.q(`SELECT project, to_char(ds, 'YYYY-MM-DD'), ingestion, trigger, sum(rows_loaded)::bigint
 		FROM {s}.usage`+w.String()+` GROUP BY project, ds, ingestion, trigger ORDER BY ds, ingestion, trigger`), w.args...)
 	if err != nil {

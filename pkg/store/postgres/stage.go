@@ -15,15 +15,6 @@ import (
 	"github.com/sluicehq/sluice/schemas"
 )
 
-// Extraction states.
-const (
-	stateStaging  = "staging"
-	stateVisible  = "visible"
-	stateReplaced = "replaced"
-	stateStale    = "stale"
-	stateFailed   = "failed"
-)
-
 // StageBatches writes the rows of new ROWS batches by binary COPY, tagged
 // with their extraction, in one transaction. Batches staged before, and
 // batches of an extraction that already completed, failed or went stale,
@@ -67,7 +58,7 @@ func (s *Store) lockExtractions(ctx context.Context, tx pgx.Tx, bs []*schemas.Ma
 		if err != nil {
 			return nil, err
 		}
-		if state == stateStaging {
+		if state == store.ExtractionStaging {
 			xids[b.ExtractID] = xid
 		}
 	}
@@ -75,14 +66,14 @@ func (s *Store) lockExtractions(ctx context.Context, tx pgx.Tx, bs []*schemas.Ma
 }
 
 // extraction upserts and locks one extraction row.
-func (s *Store) extraction(ctx context.Context, tx pgx.Tx, extractID, runID, project, ingestion, date, typ string, fence int64, now time.Time, lock string) (int64, string, error) {
+func (s *Store) extraction(ctx context.Context, tx pgx.Tx, extractID, runID, project, ingestion, date, typ string, fence int64, now time.Time, lock string) (int64, store.ExtractionState, error) {
 	if _, err := tx.Exec(ctx, s.q(`INSERT INTO {s}.extractions (extract_id, run_id, project, ingestion, ds, type, fence, created_at)
 		VALUES ($1, $2, $3, $4, $5::date, $6, $7, $8) ON CONFLICT (extract_id) DO NOTHING`),
 		extractID, runID, project, ingestion, date, typ, fence, now); err != nil {
 		return 0, "", fmt.Errorf("register extraction %s: %w", extractID, err)
 	}
 	var xid int64
-	var state string
+	var state store.ExtractionState
 	if err := tx.QueryRow(ctx, s.q(`SELECT xid, state FROM {s}.extractions WHERE extract_id = $1 `+lock), extractID).Scan(&xid, &state); err != nil {
 		return 0, "", fmt.Errorf("lock extraction %s: %w", extractID, err)
 	}

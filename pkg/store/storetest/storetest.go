@@ -159,6 +159,9 @@ func Run(t *testing.T, newStore NewStore) {
 		{"DeltaLedger", testDeltaLedger},
 		{"MetricsRoundTrip", testMetrics},
 		{"ConcurrentReadersSeeWholeDays", testConcurrentReaders},
+		{"TwoExtractionsOfOneRunCountOnce", testTwoExtractionsOfOneRun},
+		{"EndedRunIgnoresLaterExtractions", testEndedRunIgnoresExtractions},
+		{"NotificationOutbox", testNotificationOutbox},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -745,5 +748,281 @@ func testCrash(t *testing.T, newStore NewStore) {
 	}
 	if err := s2.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// snapshot is everything a run's completion may change, to compare
+// before and after one that must change nothing.
+type snapshot struct {
+	Day    store.Day
+	Run    store.Run
+	Usage  []store.UsageRow
+	Events []schemas.Event
+}
+
+func snap(t testing.TB, s store.Store, project, runID, ingestion, date string) snapshot {
+	t.Helper()
+	ctx := context.Background()
+	var sn snapshot
+	days, err := s.Days(ctx, store.DayFilter{Project: project, Ingestion: ingestion, From: date, To: date})
+	if err != nil {
+		t.Fatalf("days: %v", err)
+	}
+	if len(days) == 1 {
+		sn.Day = days[0]
+	}
+	if sn.Run, err = s.Run(ctx, project, runID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("run %s: %v", runID, err)
+	}
+	if sn.Usage, err = s.Usage(ctx, project, "", ""); err != nil {
+		t.Fatalf("usage: %v", err)
+	}
+	if sn.Events, err = s.VisibleEvents(ctx, project, ingestion, date); err != nil {
+		t.Fatalf("visible events: %v", err)
+	}
+	return sn
+}
+
+func unchanged(t testing.TB, what string, before, after snapshot) {
+	t.Helper()
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("%s changed the store:\nbefore %+v\nafter  %+v", what, before, after)
+	}
+}
+
+// terminals counts the terminal statuses in a run's history.
+func terminals(r store.Run) int {
+	n := 0
+	for _, h := range r.History {
+		if store.IsTerminal(h.Status) {
+			n++
+		}
+	}
+	return n
+}
+
+// testTwoExtractionsOfOneRun: a redelivered request extracted the day
+// again under the same run. Whichever extraction completes first is the
+// run's; the other, and every redelivered END, changes nothing: the rows,
+// the usage (once per run), the run's one terminal status.
+func testTwoExtractionsOfOneRun(t *testing.T, s store.Store) {
+	for i, tc := range []struct {
+		name          string
+		firstComplete string // extract id that completes first
+		lateLoser     bool   // the other starts only after that completion
+	}{
+		{"first extraction completes first", "a", false},
+		{"second extraction completes first", "b", false},
+		{"second extraction starts after the run ended", "a", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			date := fmt.Sprintf("2024-01-%02d", i+1)
+			runID := fmt.Sprintf("run-twice-%d", i)
+			loads := map[string]Load{
+				"a": {ExtractID: runID + "-a", RunID: runID, Date: date, Rows: 20, PerBatch: 6},
+				"b": {ExtractID: runID + "-b", RunID: runID, Date: date, Rows: 23, PerBatch: 5},
+			}
+			winner, loser := loads[tc.firstComplete], loads["a"]
+			if tc.firstComplete == "a" {
+				loser = loads["b"]
+			}
+			update(t, s, store.RunUpdate{RunID: runID, Date: date, Status: store.StatusStarted, At: t0})
+			if tc.lateLoser {
+				load(t, s, winner, store.Swapped)
+				stage(t, s, loser.Batches()...)
+			} else {
+				// a registers first, then b; both stream, interleaved,
+				// before either END arrives.
+				wa, wb := loads["a"].Batches(), loads["b"].Batches()
+				stage(t, s, wa[:2]...)
+				stage(t, s, wb[:2]...)
+				stage(t, s, wa[2:]...)
+				stage(t, s, wb[2:]...)
+				complete(t, s, winner.End(), store.Swapped)
+			}
+			want := snap(t, s, "p1", runID, "events_daily", date)
+			checkVisible(t, s, winner)
+			complete(t, s, loser.End(), store.AlreadyDone)
+			unchanged(t, "the other extraction's END", want, snap(t, s, "p1", runID, "events_daily", date))
+			// Both ENDs again, and the loser's batches again.
+			stage(t, s, loser.Batches()...)
+			complete(t, s, loser.End(), store.AlreadyDone)
+			complete(t, s, winner.End(), store.AlreadyDone)
+			unchanged(t, "redelivered ENDs", want, snap(t, s, "p1", runID, "events_daily", date))
+			checkVisible(t, s, winner)
+
+			r := run(t, s, "p1", runID)
+			if got := statuses(r); !reflect.DeepEqual(got, []string{store.StatusStarted, store.StatusSuccessful}) {
+				t.Fatalf("history = %v, want started then one success", got)
+			}
+			if r.ExtractID != winner.ExtractID || r.Mapped != int64(winner.Rows) {
+				t.Fatalf("run counts = %+v, want the first-completed extraction's", r)
+			}
+			if d := day(t, s, "p1", "events_daily", date); d.RowsLoaded != int64(winner.Rows) || d.VisibleRunID != runID {
+				t.Fatalf("day = %+v", d)
+			}
+			usage, err := s.Usage(context.Background(), "p1", date, date)
+			if err != nil || len(usage) != 1 || usage[0].RowsLoaded != int64(winner.Rows) {
+				t.Fatalf("usage = %+v, %v; want one row of %d", usage, err, winner.Rows)
+			}
+		})
+	}
+}
+
+// testEndedRunIgnoresExtractions: once a run has a terminal status, no
+// extraction of it changes anything, however the run ended.
+func testEndedRunIgnoresExtractions(t *testing.T, s store.Store) {
+	t.Run("too many rejected, then another extraction", func(t *testing.T) {
+		bad := Load{ExtractID: "tm-1", RunID: "run-tm", Date: "2024-01-10", Rows: 2, Rejected: map[string]int64{"bad_time": 8}}
+		load(t, s, bad, store.TooManyRejected)
+		before := snap(t, s, "p1", "run-tm", "events_daily", "2024-01-10")
+		again := Load{ExtractID: "tm-2", RunID: "run-tm", Date: "2024-01-10", Rows: 10}
+		load(t, s, again, store.AlreadyDone)
+		complete(t, s, bad.End(), store.AlreadyDone)
+		unchanged(t, "an extraction of a run that failed on rejects", before, snap(t, s, "p1", "run-tm", "events_daily", "2024-01-10"))
+		r := run(t, s, "p1", "run-tm")
+		if r.Status != store.StatusFailed || r.ErrorCategory != store.CategoryTooManyRejected || terminals(r) != 1 {
+			t.Fatalf("run = %+v, want FAILED %s with one terminal status", r, store.CategoryTooManyRejected)
+		}
+		if len(before.Usage) != 0 || len(before.Events) != 0 {
+			t.Fatalf("a failed run counted usage %+v or shows %d rows", before.Usage, len(before.Events))
+		}
+	})
+	t.Run("stale, then another extraction", func(t *testing.T) {
+		load(t, s, Load{ExtractID: "st-new", Date: "2024-01-11", Rows: 5, Fence: 9}, store.Swapped)
+		old := Load{ExtractID: "st-old-1", RunID: "run-st-old", Date: "2024-01-11", Rows: 6, Fence: 4}
+		load(t, s, old, store.Stale)
+		before := snap(t, s, "p1", "run-st-old", "events_daily", "2024-01-11")
+		load(t, s, Load{ExtractID: "st-old-2", RunID: "run-st-old", Date: "2024-01-11", Rows: 6, Fence: 4}, store.AlreadyDone)
+		complete(t, s, old.End(), store.AlreadyDone)
+		unchanged(t, "an extraction of a superseded run", before, snap(t, s, "p1", "run-st-old", "events_daily", "2024-01-11"))
+		if r := run(t, s, "p1", "run-st-old"); r.Status != store.StatusSuperseded || terminals(r) != 1 {
+			t.Fatalf("run = %+v, want SUPERSEDED once", r)
+		}
+		if before.Day.VisibleRunID != "run-st-new" || len(before.Usage) != 1 || before.Usage[0].RowsLoaded != 5 {
+			t.Fatalf("day %+v, usage %+v; want the fence-9 run's 5 rows only", before.Day, before.Usage)
+		}
+	})
+	t.Run("failed by an update, then an extraction", func(t *testing.T) {
+		update(t, s, store.RunUpdate{RunID: "run-fu", Date: "2024-01-12", Status: store.StatusFailed,
+			ErrorCategory: "QUERY_ERROR", ErrorMessage: "timeout"})
+		before := snap(t, s, "p1", "run-fu", "events_daily", "2024-01-12")
+		load(t, s, Load{ExtractID: "fu-1", RunID: "run-fu", Date: "2024-01-12", Rows: 3}, store.AlreadyDone)
+		unchanged(t, "an extraction of a failed run", before, snap(t, s, "p1", "run-fu", "events_daily", "2024-01-12"))
+	})
+}
+
+// CheckUpgrade migrates s, a store a backend test filled as the code of
+// commit cd14462 did: run r1 (project p1, ingestion ev, 2024-02-01) with
+// two usage rows of 50000 (swapped in twice), run r2 (2024-02-02) with one
+// of 7, and r1 IMPORT_SUCCESSFUL in runs. After Migrate (twice) the
+// ledger holds each run once and r1 cannot count again.
+func CheckUpgrade(t *testing.T, s store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	for range 2 {
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("migrate a store of cd14462: %v", err)
+		}
+	}
+	want := []store.UsageRow{
+		{Project: "p1", Date: "2024-02-01", Ingestion: "ev", Trigger: schemas.TriggerScheduled, RowsLoaded: 50000},
+		{Project: "p1", Date: "2024-02-02", Ingestion: "ev", Trigger: schemas.TriggerScheduled, RowsLoaded: 7},
+	}
+	usage, err := s.Usage(ctx, "p1", "", "")
+	if err != nil || !reflect.DeepEqual(usage, want) {
+		t.Fatalf("usage after the upgrade = %+v, %v; want %+v", usage, err, want)
+	}
+	// Runs that ended before the outbox existed are not notified.
+	if due := claim(t, s, "upgrade", t0, "p1"); len(due) != 0 {
+		t.Fatalf("an upgraded store notifies its old runs: %v", due)
+	}
+	// A third extraction of r1 changes nothing: the run has ended.
+	load(t, s, Load{Project: "p1", Ingestion: "ev", Date: "2024-02-01", RunID: "r1", ExtractID: "x3", Rows: 4}, store.AlreadyDone)
+	if usage, _ := s.Usage(ctx, "p1", "2024-02-01", "2024-02-01"); len(usage) != 1 || usage[0].RowsLoaded != 50000 {
+		t.Fatalf("usage of r1 = %+v", usage)
+	}
+	// A new run still counts.
+	load(t, s, Load{Project: "p1", Ingestion: "ev", Date: "2024-02-03", RunID: "r3", ExtractID: "x4", Rows: 4}, store.Swapped)
+	if usage, _ := s.Usage(ctx, "p1", "2024-02-03", ""); len(usage) != 1 || usage[0].RowsLoaded != 4 {
+		t.Fatalf("usage of r3 = %+v", usage)
+	}
+	if due := claim(t, s, "upgrade", t0, "p1"); !reflect.DeepEqual(due, []string{"r3"}) {
+		t.Fatalf("due after the upgrade = %v, want the new run r3 only", due)
+	}
+}
+
+const lease = time.Minute
+
+// claim claims due runs of projects for owner at at and returns their ids.
+func claim(t testing.TB, s store.Store, owner string, at time.Time, projects ...string) []string {
+	t.Helper()
+	runs, err := s.ClaimNotifications(context.Background(), store.NotificationClaim{
+		Projects: projects, Owner: owner, At: at, Lease: lease, Limit: 100})
+	if err != nil {
+		t.Fatalf("claim notifications: %v", err)
+	}
+	var ids []string
+	for _, r := range runs {
+		if !store.IsTerminal(r.Status) {
+			t.Fatalf("claimed run %s is %s, not terminal", r.RunID, r.Status)
+		}
+		ids = append(ids, r.RunID)
+	}
+	return ids
+}
+
+func markNotified(t testing.TB, s store.Store, project string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		if err := s.MarkNotified(context.Background(), project, id, t0); err != nil {
+			t.Fatalf("mark %s notified: %v", id, err)
+		}
+	}
+}
+
+// testNotificationOutbox: every terminal transition makes the run's
+// notification due, once; a claim keeps other notifiers off until its
+// lease ends or is released; MarkNotified ends it.
+func testNotificationOutbox(t *testing.T, s store.Store) {
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	update(t, s, store.RunUpdate{RunID: "n-started", Date: "2024-01-20", Status: store.StatusStarted, At: at(0)})
+	load(t, s, Load{ExtractID: "n-ok-x", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(1)}, store.Swapped)
+	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: store.StatusFailed, ErrorCategory: "QUERY_ERROR", At: at(2)})
+	load(t, s, Load{ExtractID: "n-rej-x", RunID: "n-rej", Date: "2024-01-23", Rows: 1, Rejected: map[string]int64{"bad_time": 9}, At: at(3)}, store.TooManyRejected)
+	load(t, s, Load{ExtractID: "n-new-x", RunID: "n-new", Date: "2024-01-24", Rows: 2, Fence: 5, At: at(4)}, store.Swapped)
+	load(t, s, Load{ExtractID: "n-old-x", RunID: "n-old", Date: "2024-01-24", Rows: 2, Fence: 1, At: at(5)}, store.Stale)
+	load(t, s, Load{Project: "other", ExtractID: "n-o-x", RunID: "n-other", Rows: 1, At: at(6)}, store.Swapped)
+	// Redeliveries and a second extraction of a done run add nothing.
+	load(t, s, Load{ExtractID: "n-ok-x", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(7)}, store.AlreadyDone)
+	load(t, s, Load{ExtractID: "n-ok-y", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(7)}, store.AlreadyDone)
+	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: store.StatusFailed, At: at(8)})
+
+	want := []string{"n-ok", "n-failed", "n-rej", "n-new", "n-old"}
+	if got := claim(t, s, "a", at(10), "p1"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("claimed %v, want %v (oldest first, terminal runs of p1 only)", got, want)
+	}
+	if got := claim(t, s, "b", at(10), "p1", "other"); !reflect.DeepEqual(got, []string{"n-other"}) {
+		t.Fatalf("a second notifier claimed %v, want only the run a did not claim", got)
+	}
+	markNotified(t, s, "p1", "n-ok", "n-failed")
+	markNotified(t, s, "p1", "n-ok") // idempotent
+	// a's lease has ended: another notifier takes what a did not finish.
+	if got := claim(t, s, "b", at(10).Add(lease), "p1"); !reflect.DeepEqual(got, want[2:]) {
+		t.Fatalf("after a's lease, b claimed %v, want %v", got, want[2:])
+	}
+	if err := s.ReleaseNotifications(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, s, "a", at(10).Add(lease), "p1"); !reflect.DeepEqual(got, want[2:]) {
+		t.Fatalf("after b released, a claimed %v, want %v", got, want[2:])
+	}
+	markNotified(t, s, "p1", want[2:]...)
+	markNotified(t, s, "other", "n-other")
+	if got := claim(t, s, "c", at(100), "p1", "other"); len(got) != 0 {
+		t.Fatalf("notified runs are due again: %v", got)
+	}
+	if r := run(t, s, "p1", "n-ok"); r.Status != store.StatusSuccessful || terminals(r) != 1 {
+		t.Fatalf("run after its notification = %+v", r)
 	}
 }
