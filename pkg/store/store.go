@@ -196,6 +196,8 @@ type Store interface {
 	// included), the usage ledger.
 	Usage(ctx context.Context, project string, from, to string) ([]UsageRow, error)
 
+	Checkpoints
+
 	Close() error
 }
 

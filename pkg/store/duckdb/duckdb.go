@@ -182,7 +182,7 @@ CREATE OR REPLACE VIEW visible_metrics AS
 // Migrate creates the tables and views.
 func (s *Store) Migrate(ctx context.Context) error {
 	err := s.write(ctx, func(c *sql.Conn) error {
-		_, err := c.ExecContext(ctx, ddl)
+		_, err := c.ExecContext(ctx, ddl+checkpointDDL)
 		return err
 	})
 	if err != nil {

@@ -159,6 +159,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"DeltaLedger", testDeltaLedger},
 		{"MetricsRoundTrip", testMetrics},
 		{"ConcurrentReadersSeeWholeDays", testConcurrentReaders},
+		{"Checkpoints", testCheckpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
