@@ -10,6 +10,14 @@
 // than being lost. Requests run concurrently, bounded per connection by the
 // connection's max_concurrency, so one warehouse's slow query never holds
 // up another's.
+//
+// A day is streamed once per run. Its run is recorded DOWNLOAD_COMPLETED
+// before the request's offset is committed, and a request whose run is
+// there (or later) is skipped. A partition revoked from this extractor
+// stops its extractions before its offsets move. A resumable source's
+// progress is checkpointed with the run after each acknowledged batch, so
+// a crashed or moved extraction continues where it stood, under the same
+// extract id, instead of running the query again.
 package extractor
 
 import (
@@ -45,7 +53,9 @@ type Config struct {
 	Kinds       []string
 	BatchRows   int
 	// MaxAttempts is how often a transient warehouse error is retried
-	// (each attempt a fresh extraction) before the run fails.
+	// before the run fails. Each attempt is a fresh extraction, except on a
+	// resumable source (Snowflake) once a batch was acknowledged: then it
+	// continues from the last acknowledged batch, on the same query.
 	MaxAttempts  int
 	RetryBackoff time.Duration
 	// DrainTimeout bounds how long running extractions may finish after
@@ -421,7 +431,10 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		return 0, 0, err
 	}
 	resumable, ok := src.(warehouse.Resumable)
-	if !ok || p.extractID == "" {
+	if !ok || p.from == nil {
+		// The query runs (again): its rows may come in another order, so
+		// they get an extract id of their own, never batches that could
+		// clash with an earlier attempt's under the same (extract_id, seq).
 		*p = progress{extractID: runid.New()}
 	}
 	topic := s.deps.Kafka.Topic(schemas.TopicRawRows)

@@ -1,6 +1,7 @@
 package extractor
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +83,34 @@ func TestCrashedSnowflakeDayResumes(t *testing.T) {
 			// Dropped right after the run is recorded as extracted.
 			eventually(t, "the checkpoint dropped", func() bool { return h.checkpoint("run-1").RunID == "" })
 		})
+	}
+}
+
+// A chunk that keeps failing beyond the source's own refetches fails the
+// attempt with a transient error; the retry continues from the last
+// acknowledged batch on the same query and extract id.
+func TestTransientFailureMidDayRetriesFromTheLastBatch(t *testing.T) {
+	const rows = 1000
+	h := newHarness(t, 1, 1, rows, 100)
+	h.srv.CutChunkDownloads(4) // chunk 0: the first fetch and its 3 refetches
+	svc, _ := h.start(t, Config{BatchRows: 50, RetryBackoff: 10 * time.Millisecond})
+	h.publish(t, request("run-1", sfDay), 0)
+	eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == store.StatusDownloaded })
+	if st := h.srv.Stats(); st.CutChunks != 4 || h.dayQueries() != 1 || counterValue(t, svc, "ok") != 1 {
+		t.Fatalf("%d day queries, %v finished, server saw %+v; want one query, one extraction, 4 cut downloads",
+			h.dayQueries(), counterValue(t, svc, "ok"), st)
+	}
+	all := extractions(t, h.rawRows(t))["run-1"]
+	if len(all) != 1 {
+		t.Fatalf("%d extract ids on raw-rows, want 1", len(all))
+	}
+	for _, x := range all {
+		x.complete(t, rows)
+		if x.resent != 0 {
+			t.Errorf("%d batches re-sent, want 0: every batch before the failure was acknowledged", x.resent)
+		}
+	}
+	if r, _ := h.store.Run(t.Context(), sfProject, "run-1"); !strings.Contains(r.Message, "extraction") {
+		t.Errorf("run message %q does not name the extraction", r.Message)
 	}
 }

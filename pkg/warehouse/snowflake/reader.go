@@ -139,7 +139,7 @@ func (r *reader) read(ctx context.Context, rows driver.Rows, refetch func() (dri
 				return ctx.Err()
 			}
 			if refetch == nil || failures == maxRefetches {
-				return fmt.Errorf("chunk %d after %d fetches of the result: %w", r.chunk, failures+1, classify(err))
+				return fmt.Errorf("chunk %d after %d fetches of the result: %w", r.chunk, failures+1, chunkError(err))
 			}
 			failures++
 			again, rerr := refetch()
@@ -175,6 +175,18 @@ func (r *reader) readJSON(rows driver.Rows) error {
 		return fmt.Errorf("resume at chunk %d row %d of a JSON result: %w", r.chunk, r.row, warehouse.ErrCursorExpired)
 	}
 	return r.readRows(rows)
+}
+
+// chunkError categorizes a chunk download that kept failing: a connection
+// problem worth retrying (from the last acknowledged batch) whatever the
+// driver's error, a body cut short included.
+func chunkError(err error) error {
+	err = classify(err)
+	var we *warehouse.Error
+	if errors.As(err, &we) {
+		return err
+	}
+	return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
 }
 
 // arrowBatchesOf is the result's chunks as arrow batches.
