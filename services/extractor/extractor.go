@@ -618,8 +618,10 @@ func (s *Service) extracted(ctx context.Context, req schemas.IngestRequest) (boo
 // note is what keeps it the run's only one. It reports whether the offset
 // may be committed.
 func (s *Service) recordExtracted(ctx context.Context, req schemas.IngestRequest, ing *config.Ingestion, p progress, rows, batches int64, log *slog.Logger) bool {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(s.cfg.DrainTimeout, cancel) })
+	defer stopGrace()
 	backoff := s.cfg.RetryBackoff
 	for {
 		err := s.deps.Store.UpdateRun(wctx, store.RunUpdate{

@@ -241,14 +241,7 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 				return err
 			}
 		}
-		// Every result fetched again stays open until the stream ends: the
-		// driver's rows hold no chunk once its records are released.
-		open := []driver.Rows{rows}
-		defer func() {
-			for _, r := range open {
-				_ = r.Close()
-			}
-		}()
+		defer rows.Close()
 		r, err := newReader(rows, batchRows, emit)
 		if err != nil {
 			return err
@@ -261,12 +254,24 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 		}
 		var refetch func() (driver.Rows, error)
 		if queryID != "" {
+			// A result fetched again replaces the one before it, which
+			// is closed then (the first is closed on return).
+			var last driver.Rows
+			defer func() {
+				if last != nil {
+					_ = last.Close()
+				}
+			}()
 			refetch = func() (driver.Rows, error) {
 				again, err := fetchResult(qctx, qc, queryID)
-				if err == nil {
-					open = append(open, again)
+				if err != nil {
+					return nil, err
 				}
-				return again, err
+				if last != nil {
+					_ = last.Close()
+				}
+				last = again
+				return again, nil
 			}
 		}
 		err = r.read(ctx, rows, refetch)
