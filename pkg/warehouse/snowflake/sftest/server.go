@@ -108,8 +108,8 @@ type Stats struct {
 	Logins         int
 	FailedLogins   int
 	Renewals       int
-	Queries        int
-	ResultPolls    int
+	Queries        int // query-requests: queries run (fetching a kept result by id runs none)
+	ResultPolls    int // GET /queries/{id}/result: async polls and fetches by query id
 	ChunkDownloads int
 	ExpiredChunks  int
 	CutChunks      int // downloads answered with a body cut part-way
