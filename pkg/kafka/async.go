@@ -24,6 +24,14 @@ func NewAsyncProducer(cl *kgo.Client) *AsyncProducer { return &AsyncProducer{cli
 
 // Produce starts producing r; it fails at once if an earlier record failed.
 func (p *AsyncProducer) Produce(ctx context.Context, r *kgo.Record) error {
+	return p.ProduceAcked(ctx, r, nil)
+}
+
+// ProduceAcked is Produce that calls acked, if not nil, once the broker
+// has acknowledged r. Acknowledgements of one partition come in produce
+// order; acked runs on the client's callback goroutine, so it must not
+// block.
+func (p *AsyncProducer) ProduceAcked(ctx context.Context, r *kgo.Record, acked func()) error {
 	if err := p.firstErr(); err != nil {
 		return err
 	}
@@ -35,6 +43,8 @@ func (p *AsyncProducer) Produce(ctx context.Context, r *kgo.Record) error {
 				p.err = fmt.Errorf("produce to %s: %w", r.Topic, err)
 			}
 			p.mu.Unlock()
+		} else if acked != nil {
+			acked()
 		}
 		p.wg.Done()
 	})

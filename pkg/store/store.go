@@ -235,6 +235,8 @@ type Store interface {
 	// calls it when it stops.
 	ReleaseNotifications(ctx context.Context, owner string) error
 
+	Checkpoints
+
 	Close() error
 }
 

@@ -140,7 +140,8 @@ type Writer struct {
 	Now func() time.Time
 }
 
-func (w Writer) at(t time.Time) time.Time {
+// At is t in UTC, or now when t is zero: the time a write records.
+func (w Writer) At(t time.Time) time.Time {
 	if t.IsZero() {
 		return w.Now().UTC()
 	}
@@ -149,7 +150,7 @@ func (w Writer) at(t time.Time) time.Time {
 
 // CompleteRun is DaySwap in one transaction; see Store.
 func (w Writer) CompleteRun(ctx context.Context, end RunEnd) (Outcome, error) {
-	at := w.at(end.At)
+	at := w.At(end.At)
 	out := Incomplete
 	err := w.Transact(ctx, func(tx SwapTx) error {
 		var err error
@@ -164,7 +165,7 @@ func (w Writer) CompleteRun(ctx context.Context, end RunEnd) (Outcome, error) {
 
 // UpdateRun is ApplyRunUpdate in one transaction; see Store.
 func (w Writer) UpdateRun(ctx context.Context, u RunUpdate) error {
-	at := w.at(u.At)
+	at := w.At(u.At)
 	err := w.Transact(ctx, func(tx SwapTx) error {
 		_, err := ApplyRunUpdate(ctx, tx, u, at)
 		return err
@@ -178,7 +179,7 @@ func (w Writer) UpdateRun(ctx context.Context, u RunUpdate) error {
 // RecordWarehouseCount is ApplyWarehouseCount in one transaction; see
 // Store.
 func (w Writer) RecordWarehouseCount(ctx context.Context, project, ingestion, date string, count int64, fingerprint string, at time.Time) error {
-	at = w.at(at)
+	at = w.At(at)
 	err := w.Transact(ctx, func(tx SwapTx) error {
 		return ApplyWarehouseCount(ctx, tx, project, ingestion, date, count, fingerprint, at)
 	})

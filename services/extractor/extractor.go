@@ -10,6 +10,14 @@
 // than being lost. Requests run concurrently, bounded per connection by the
 // connection's max_concurrency, so one warehouse's slow query never holds
 // up another's.
+//
+// A day is streamed once per run. Its run is recorded DOWNLOAD_COMPLETED
+// before the request's offset is committed, and a request whose run is
+// there (or later) is skipped. A partition revoked from this extractor
+// stops its extractions before its offsets move. A resumable source's
+// progress is checkpointed with the run after each acknowledged batch, so
+// a crashed or moved extraction continues where it stood, under the same
+// extract id, instead of running the query again.
 package extractor
 
 import (
@@ -45,7 +53,9 @@ type Config struct {
 	Kinds       []string
 	BatchRows   int
 	// MaxAttempts is how often a transient warehouse error is retried
-	// (each attempt a fresh extraction) before the run fails.
+	// before the run fails. Each attempt is a fresh extraction, except on a
+	// resumable source (Snowflake) once a batch was acknowledged: then it
+	// continues from the last acknowledged batch, on the same query.
 	MaxAttempts  int
 	RetryBackoff time.Duration
 	// DrainTimeout bounds how long running extractions may finish after
@@ -107,11 +117,12 @@ type Deps struct {
 
 // Service is a running extractor.
 type Service struct {
-	cfg     Config
-	deps    Deps
-	client  *kgo.Client
-	commits *commitTracker
-	metrics metrics
+	cfg      Config
+	deps     Deps
+	client   *kgo.Client
+	commits  *commitTracker
+	inflight *inflight
+	metrics  metrics
 
 	slotsMu sync.Mutex
 	slots   map[string]*warehouse.QuerySlots // per connection, max_concurrency wide
@@ -139,7 +150,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Clock == nil {
 		deps.Clock = time.Now
 	}
-	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker(), slots: map[string]*warehouse.QuerySlots{}}
+	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker(), inflight: newInflight(), slots: map[string]*warehouse.QuerySlots{}}
 	s.metrics = metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_rows_total", Help: "Rows extracted from warehouses."}, []string{"ingestion"}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome."}, []string{"outcome"}),
@@ -161,6 +172,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		kgo.ConsumeTopics(deps.Kafka.Topic(schemas.TopicIngestRequests)),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A poll's requests are registered in flight before a rebalance may
+		// run, so a revocation sees (and stops) every one of them.
+		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
 		// Encoded batches wait here until the broker acknowledges them; 16 MiB
@@ -199,42 +213,35 @@ func (s *Service) Run(ctx context.Context) error {
 
 	commitTick := time.NewTicker(time.Second)
 	defer commitTick.Stop()
-	polled := make(chan kgo.Fetches)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		defer close(polled)
+		defer cl.AllowRebalance()
 		for {
 			f := cl.PollRecords(gctx, 100)
 			if f.IsClientClosed() || gctx.Err() != nil {
 				return nil
-			}
-			select {
-			case polled <- f:
-			case <-gctx.Done():
-				return nil
-			}
-		}
-	})
-loop:
-	for {
-		select {
-		case f, ok := <-polled:
-			if !ok {
-				break loop
 			}
 			f.EachError(func(topic string, partition int32, err error) {
 				s.deps.Logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 			})
 			for _, rec := range f.Records() {
 				s.commits.add(rec)
+				jobCtx, finish := s.inflight.start(workCtx, rec)
 				running.Add(1)
 				go func() {
 					defer running.Done()
-					if s.handle(workCtx, rec) {
+					defer finish()
+					if s.handle(jobCtx, rec) {
 						s.commits.done(rec)
 					}
 				}()
 			}
+			cl.AllowRebalance()
+		}
+	})
+loop:
+	for {
+		select {
 		case <-commitTick.C:
 			s.commit(ctx)
 		case <-ctx.Done():
@@ -270,7 +277,15 @@ func (s *Service) commit(ctx context.Context) {
 	})
 }
 
+// onRevoked runs before revoked partitions move to another extractor: it
+// stops their extractions (waiting at most DrainTimeout), commits what
+// finished, and forgets the rest, which the new owner redoes (a resumable
+// one from its checkpoint).
 func (s *Service) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	stopped, left := s.inflight.stop(revoked, s.cfg.DrainTimeout)
+	if stopped+left > 0 {
+		s.deps.Logger.Info("stopped the extractions of revoked partitions", "stopped", stopped, "still_running", left)
+	}
 	offsets := s.commits.committable()
 	if len(offsets) > 0 {
 		cl.CommitOffsetsSync(ctx, offsets, nil)
@@ -313,36 +328,55 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 		}
 	}
 	log = log.With("run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project)
-	if s.finished(ctx, req) {
+	done, err := s.extracted(ctx, req)
+	if err != nil {
+		log.Warn("stopped while reading the run; the request will be redone", "err", err)
+		return false
+	}
+	if done {
 		// A redelivery (after a crash) or an old request read by a new
-		// extractor group: its run is over, so querying the warehouse again
-		// would only cost the customer.
-		log.Info("skip request of a finished run")
+		// extractor group: its run's rows are on raw-rows already (or the
+		// run is over), so streaming the day again would only cost the
+		// customer and hand the loader a second extraction.
+		log.Info("skip request of a run whose extraction finished")
 		s.metrics.runs.WithLabelValues("skipped_finished").Inc()
 		return true
 	}
 
+	p := s.resumeFrom(ctx, req, conn, log)
 	for attempt := 1; ; attempt++ {
-		extractID := runid.New()
 		release, err := s.acquire(ctx, conn)
 		if err != nil {
 			log.Warn("stopped while waiting for a query slot; the request will be redone", "err", err)
 			return false
 		}
-		s.updateRun(ctx, req, ing, store.StatusStarted, "", "", fmt.Sprintf("attempt %d", attempt))
+		note := fmt.Sprintf("attempt %d", attempt)
+		if p.from != nil {
+			note += fmt.Sprintf(", resuming extraction %s at batch %d", p.extractID, p.seq)
+		}
+		s.updateRun(ctx, req, ing, store.StatusStarted, "", "", note)
 		start := s.deps.Clock()
-		rows, batches, err := s.extract(ctx, req, ing, conn, day, extractID)
+		resumed := p.from != nil
+		rows, batches, err := s.extract(ctx, req, ing, conn, day, &p)
 		release()
 		s.metrics.queryTime.WithLabelValues(conn.Name).Observe(s.deps.Clock().Sub(start).Seconds())
 		if err == nil {
 			s.metrics.runs.WithLabelValues("ok").Inc()
-			s.updateRun(ctx, req, ing, store.StatusDownloaded, "", "", fmt.Sprintf("%d rows in %d batches", rows, batches))
-			log.Info("extracted day", "rows", rows, "batches", batches, "extract_id", extractID)
-			return true
+			log.Info("extracted day", "rows", rows, "batches", batches, "extract_id", p.extractID, "resumed", resumed)
+			return s.recordExtracted(ctx, req, ing, p, rows, batches, log)
 		}
 		if ctx.Err() != nil {
-			log.Warn("extraction stopped before it finished; the request will be redone", "err", err)
+			log.Warn("extraction stopped before it finished; the request will be redone", "extract_id", p.extractID, "err", err)
 			return false
+		}
+		if resumed && errors.Is(err, warehouse.ErrCursorExpired) {
+			// The warehouse no longer keeps the result: the day starts
+			// over, under a new extract id; this is no failed attempt.
+			log.Warn("resumable result is gone; extracting the day anew", "extract_id", p.extractID, "err", err)
+			s.dropCheckpoint(ctx, req, log)
+			p = progress{}
+			attempt--
+			continue
 		}
 		category, transient := warehouse.Categorize(err)
 		if transient && attempt < s.cfg.MaxAttempts {
@@ -357,7 +391,7 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 		}
 		s.metrics.runs.WithLabelValues("failed").Inc()
 		log.Error("extraction failed", "category", category, "attempt", attempt, "err", err)
-		if err := s.produceFailed(ctx, req, extractID, batches, category, err.Error()); err != nil {
+		if err := s.produceFailed(ctx, req, p.extractID, batches, category, err.Error()); err != nil {
 			log.Error("publish failed run", "err", err)
 			return false
 		}
@@ -381,32 +415,44 @@ func (s *Service) acquire(ctx context.Context, conn config.Connection) (release 
 	return release, err
 }
 
-// extract streams one day onto raw-rows and closes it with END.
-func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *config.Ingestion, conn config.Connection, day civil.Date, extractID string) (rows, batches int64, err error) {
+// extract streams one day onto raw-rows and closes it with END. It starts
+// where p stands: from the start under a new extract id, or, for a
+// resumable source, at p's cursor under p's extract id (re-sending the
+// batches after the last checkpoint, identical, which the loader skips).
+// As the broker acknowledges batches p moves forward, so a retry after a
+// transient error continues too.
+func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *config.Ingestion, conn config.Connection, day civil.Date, p *progress) (rows, batches int64, err error) {
 	src, err := s.deps.Sources.Source(ctx, conn.Name)
 	if err != nil {
 		return 0, 0, err
+	}
+	resumable, ok := src.(warehouse.Resumable)
+	if !ok || p.from == nil {
+		// The query runs (again): its rows may come in another order, so
+		// they get an extract id of their own, never batches that could
+		// clash with an earlier attempt's under the same (extract_id, seq).
+		*p = progress{extractID: runid.New()}
 	}
 	topic := s.deps.Kafka.Topic(schemas.TopicRawRows)
 	key := kafka.DayKey(req.Project, req.Ingestion, req.Date)
 	out := kafka.NewAsyncProducer(s.client)
 	raw := schemas.RawBatch{
-		RunID: req.RunID, ExtractID: extractID, Project: req.Project, Ingestion: req.Ingestion,
+		RunID: req.RunID, ExtractID: p.extractID, Project: req.Project, Ingestion: req.Ingestion,
 		Date: req.Date, Trigger: req.Trigger, Fence: req.Fence, Kind: schemas.KindRows,
 	}
-	// The fingerprint is taken before the rows: a change racing the
-	// stream then shows as a change later (a spare reload), never as the
-	// baseline of rows that were not loaded (a missed one).
-	fingerprint, err := src.Fingerprint(ctx, ing.Query, day)
-	if err != nil {
-		if !errors.Is(err, warehouse.ErrUnsupported) {
-			s.deps.Logger.Warn("fingerprint day; the watcher will take the baseline", "run_id", req.RunID, "day", req.Date, "err", err)
-		}
-		fingerprint = ""
+	if !p.fingerprinted {
+		p.fingerprint, p.fingerprinted = s.fingerprint(ctx, src, req, ing, day), true
 	}
+	var cps *checkpoints
+	if resumable != nil {
+		cps = s.startCheckpoints(ctx, store.Checkpoint{Project: req.Project, RunID: req.RunID, ExtractID: p.extractID,
+			NextSeq: p.seq, Rows: p.rows, Fingerprint: p.fingerprint})
+		defer func() { p.advance(cps.close()) }()
+	}
+	batches, rows = p.seq, p.rows
 	counter := s.metrics.rows.WithLabelValues(req.Ingestion)
 	byteCounter := s.metrics.bytes.WithLabelValues(req.Ingestion)
-	total, err := src.Stream(ctx, ing.Query, day, s.cfg.BatchRows, func(b *warehouse.Batch) error {
+	emit := func(b *warehouse.Batch, next warehouse.Cursor) error {
 		if b.Rows == 0 {
 			return nil
 		}
@@ -418,7 +464,12 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		if err != nil {
 			return fmt.Errorf("encode batch %d: %w", batches, err)
 		}
-		if err := out.Produce(ctx, &kgo.Record{Topic: topic, Key: key, Value: data}); err != nil {
+		var acked func()
+		if cps != nil {
+			nextSeq, rowsThrough := batches+1, rows+int64(b.Rows)
+			acked = func() { cps.acked(nextSeq, rowsThrough, next) }
+		}
+		if err := out.ProduceAcked(ctx, &kgo.Record{Topic: topic, Key: key, Value: data}, acked); err != nil {
 			return err
 		}
 		batches++
@@ -426,13 +477,19 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		counter.Add(float64(b.Rows))
 		byteCounter.Add(float64(len(data)))
 		return nil
-	})
+	}
+	var streamed int64
+	if resumable != nil {
+		streamed, err = resumable.StreamFrom(ctx, ing.Query, day, s.cfg.BatchRows, p.from, emit)
+	} else {
+		streamed, err = src.Stream(ctx, ing.Query, day, s.cfg.BatchRows, func(b *warehouse.Batch) error { return emit(b, warehouse.Cursor{}) })
+	}
 	if err != nil {
 		_ = out.Wait(ctx)
 		return rows, batches, err
 	}
-	if total != rows {
-		return rows, batches, fmt.Errorf("source reported %d rows but emitted %d", total, rows)
+	if streamed != rows-p.rows {
+		return rows, batches, fmt.Errorf("source reported %d rows but emitted %d", streamed, rows-p.rows)
 	}
 	end := raw
 	end.Kind = schemas.KindEnd
@@ -440,7 +497,7 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 	end.FirstRow = 0
 	end.RowCount = rows
 	end.Columns = nil
-	end.Fingerprint = fingerprint
+	end.Fingerprint = p.fingerprint
 	data, err := s.deps.Codecs.Encode(s.deps.Codecs.RawBatch, &end)
 	if err != nil {
 		return rows, batches, fmt.Errorf("encode end: %w", err)
@@ -452,6 +509,20 @@ func (s *Service) extract(ctx context.Context, req schemas.IngestRequest, ing *c
 		return rows, batches, err
 	}
 	return rows, batches, nil
+}
+
+// fingerprint takes the day's fingerprint before its rows: a change racing
+// the stream then shows as a change later (a spare reload), never as the
+// baseline of rows that were not loaded (a missed one). "" when unknown.
+func (s *Service) fingerprint(ctx context.Context, src warehouse.Source, req schemas.IngestRequest, ing *config.Ingestion, day civil.Date) string {
+	fingerprint, err := src.Fingerprint(ctx, ing.Query, day)
+	if err != nil {
+		if !errors.Is(err, warehouse.ErrUnsupported) {
+			s.deps.Logger.Warn("fingerprint day; the watcher will take the baseline", "run_id", req.RunID, "day", req.Date, "err", err)
+		}
+		return ""
+	}
+	return fingerprint
 }
 
 func (s *Service) produceFailed(ctx context.Context, req schemas.IngestRequest, extractID string, batches int64, category, message string) error {
@@ -509,9 +580,67 @@ func withReason(reason, note string) string {
 	return reason + "; " + note
 }
 
-// finished reports whether req's run already reached a final status. A
-// store error counts as not finished: extracting again is safe, only slower.
-func (s *Service) finished(ctx context.Context, req schemas.IngestRequest) bool {
-	r, err := s.deps.Store.Run(ctx, req.Project, req.RunID)
-	return err == nil && store.IsTerminal(r.Status)
+// extracted reports whether req's run is past its extraction: at
+// DOWNLOAD_COMPLETED or later (which recordExtracted makes durable before
+// the request's offset is committed), or over. The store is asked until it
+// answers: guessing "not extracted" would stream the day a second time.
+// An error only when ctx ends first.
+func (s *Service) extracted(ctx context.Context, req schemas.IngestRequest) (bool, error) {
+	backoff := s.cfg.RetryBackoff
+	for {
+		r, err := s.deps.Store.Run(ctx, req.Project, req.RunID)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		}
+		if err == nil {
+			return store.StatusRank(r.Status) >= store.StatusRank(store.StatusDownloaded), nil
+		}
+		s.deps.Logger.Warn("read run before extracting; retrying", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date,
+			"project", req.Project, "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// recordExtracted makes "this run's extraction finished" durable (the
+// run at DOWNLOAD_COMPLETED) before the request's offset may be committed,
+// so a redelivery skips the day instead of streaming it again. The write is
+// retried with backoff while the store is down, and outlives a revocation
+// or shutdown by at most DrainTimeout: END is already on raw-rows, and the
+// note is what keeps it the run's only one. It reports whether the offset
+// may be committed.
+func (s *Service) recordExtracted(ctx context.Context, req schemas.IngestRequest, ing *config.Ingestion, p progress, rows, batches int64, log *slog.Logger) bool {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(s.cfg.DrainTimeout, cancel) })
+	defer stopGrace()
+	backoff := s.cfg.RetryBackoff
+	for {
+		err := s.deps.Store.UpdateRun(wctx, store.RunUpdate{
+			RunID: req.RunID, Project: req.Project, Ingestion: req.Ingestion, Type: ing.Type, Date: req.Date,
+			Trigger: req.Trigger, Fence: req.Fence, Status: store.StatusDownloaded,
+			Message: withReason(req.Reason, fmt.Sprintf("%d rows in %d batches (extraction %s)", rows, batches, p.extractID)),
+			At:      s.deps.Clock(),
+		})
+		if err == nil {
+			break
+		}
+		log.Warn("record the finished extraction; retrying", "extract_id", p.extractID, "backoff", backoff, "err", err)
+		select {
+		case <-wctx.Done():
+			log.Error("could not record the finished extraction; a redelivered request will extract the day again",
+				"extract_id", p.extractID, "err", err)
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+	if p.from != nil {
+		s.dropCheckpoint(wctx, req, log) // the status now keeps a redelivery away
+	}
+	return true
 }

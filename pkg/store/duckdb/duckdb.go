@@ -204,7 +204,7 @@ var upgrades = []string{
 
 // Migrate creates the tables and views and upgrades older stores.
 func (s *Store) Migrate(ctx context.Context) error {
-	for _, stmt := range append([]string{ddl}, upgrades...) {
+	for _, stmt := range append([]string{ddl + checkpointDDL}, upgrades...) {
 		err := s.write(ctx, func(c *sql.Conn) error {
 			_, err := c.ExecContext(ctx, stmt)
 			return err

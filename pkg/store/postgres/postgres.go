@@ -258,7 +258,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('sluice-migrate-' || $1))`, s.schema); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, s.q(fmt.Sprintf(ddl, s.schema)))
+			_, err := tx.Exec(ctx, s.q(fmt.Sprintf(ddl+checkpointDDL, s.schema)))
 			return err
 		})
 		var pgErr *pgconn.PgError

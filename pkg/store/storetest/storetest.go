@@ -162,6 +162,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"TwoExtractionsOfOneRunCountOnce", testTwoExtractionsOfOneRun},
 		{"EndedRunIgnoresLaterExtractions", testEndedRunIgnoresExtractions},
 		{"NotificationOutbox", testNotificationOutbox},
+		{"Checkpoints", testCheckpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,20 +20,30 @@ import (
 )
 
 // reader fills one reusable batch from Arrow records or driver rows and
-// emits it whenever it holds batchRows rows.
+// emits it whenever it holds batchRows rows, with the cursor the result
+// continues from after it.
 type reader struct {
 	specs   []warehouse.ColumnSpec
 	scales  []int
 	batch   warehouse.Batch
 	max     int
-	emit    func(*warehouse.Batch) error
+	emit    func(*warehouse.Batch, warehouse.Cursor) error
 	total   int64
 	emitted bool
 	ctx     context.Context // the stream's, checked after each emit
 	dest    []driver.Value
+
+	// Where the next row comes from, for the cursor: Arrow results count
+	// chunks (the driver's arrow batches, one per result chunk) and rows
+	// within the current one; JSON rowsets count rows from the start.
+	token    string
+	arrow    bool
+	chunk    int
+	row      int   // rows of chunk before the next one (skipped on resume, then consumed)
+	jsonRows int64 // JSON rows before the next one
 }
 
-func newReader(rows driver.Rows, batchRows int, emit func(*warehouse.Batch) error) (*reader, error) {
+func newReader(rows driver.Rows, batchRows int, emit func(*warehouse.Batch, warehouse.Cursor) error) (*reader, error) {
 	names := rows.Columns()
 	r := &reader{specs: make([]warehouse.ColumnSpec, len(names)), scales: make([]int, len(names)), max: batchRows, emit: emit}
 	typed, _ := rows.(driver.RowsColumnTypeDatabaseTypeName)
@@ -88,49 +98,118 @@ func dbTypeName(dbType string, p, s int64) string {
 	return dbType
 }
 
+// maxRefetches bounds how often in a row one chunk's download may fail
+// and the result be fetched again by query id before the stream fails.
+const maxRefetches = 3
+
 // read consumes the result: Arrow batches one chunk at a time, or the
-// driver's rows when the server answered with a JSON rowset.
-func (r *reader) read(ctx context.Context, rows driver.Rows) error {
+// driver's rows when the server answered with a JSON rowset. A chunk whose
+// download fails (its URL expired, the connection dropped part-way) is
+// retried after refetch, which fetches the result again by query id with
+// fresh URLs; refetch nil fails the stream instead.
+func (r *reader) read(ctx context.Context, rows driver.Rows, refetch func() (driver.Rows, error)) error {
 	r.ctx = ctx
 	sfRows, ok := rows.(sf.SnowflakeRows)
 	if !ok {
-		return r.readRows(rows)
+		return r.readJSON(rows)
 	}
 	batches, err := sfRows.GetArrowBatches()
 	var se *sf.SnowflakeError
 	if errors.As(err, &se) && se.Number == sf.ErrNonArrowResponseInArrowBatches {
-		return r.readRows(rows)
+		return r.readJSON(rows)
 	}
 	if err != nil {
 		return classify(err)
 	}
-	for _, b := range batches {
+	if r.jsonRows > 0 {
+		return fmt.Errorf("resume at JSON row %d of an Arrow result: %w", r.jsonRows, warehouse.ErrCursorExpired)
+	}
+	r.arrow = true
+	if r.chunk > len(batches) {
+		return fmt.Errorf("resume at chunk %d of a result with %d: %w", r.chunk, len(batches), warehouse.ErrCursorExpired)
+	}
+	failures := 0
+	for r.chunk < len(batches) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		recs, err := b.WithContext(ctx).Fetch()
+		recs, err := batches[r.chunk].WithContext(ctx).Fetch()
 		if err != nil {
-			return classify(err)
-		}
-		if recs == nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if refetch == nil || failures == maxRefetches {
+				return fmt.Errorf("chunk %d after %d fetches of the result: %w", r.chunk, failures+1, chunkError(err))
+			}
+			failures++
+			again, rerr := refetch()
+			if rerr != nil {
+				return rerr
+			}
+			if batches, err = arrowBatchesOf(again); err != nil {
+				return err
+			}
 			continue
 		}
-		err = r.appendRecords(*recs)
-		// Release the chunk now: only the outgoing batch stays in memory.
-		for _, rec := range *recs {
-			rec.Release()
+		failures = 0
+		if recs != nil {
+			err = r.appendRecords(*recs)
+			// Release the chunk now: only the outgoing batch stays in memory.
+			for _, rec := range *recs {
+				rec.Release()
+			}
+			if err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
-		}
+		r.chunk++
+		r.row = 0
 	}
 	return nil
 }
 
+// readJSON reads a JSON rowset, which a resume can continue only from a
+// JSON cursor.
+func (r *reader) readJSON(rows driver.Rows) error {
+	if r.chunk > 0 || r.row > 0 {
+		return fmt.Errorf("resume at chunk %d row %d of a JSON result: %w", r.chunk, r.row, warehouse.ErrCursorExpired)
+	}
+	return r.readRows(rows)
+}
+
+// chunkError categorizes a chunk download that kept failing: a connection
+// problem worth retrying (from the last acknowledged batch) whatever the
+// driver's error, a body cut short included.
+func chunkError(err error) error {
+	err = classify(err)
+	var we *warehouse.Error
+	if errors.As(err, &we) {
+		return err
+	}
+	return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+}
+
+// arrowBatchesOf is the result's chunks as arrow batches.
+func arrowBatchesOf(rows driver.Rows) ([]*sf.ArrowBatch, error) {
+	sfRows, ok := rows.(sf.SnowflakeRows)
+	if !ok {
+		return nil, fmt.Errorf("driver rows %T are not Snowflake rows", rows)
+	}
+	batches, err := sfRows.GetArrowBatches()
+	if err != nil {
+		return nil, classify(err)
+	}
+	return batches, nil
+}
+
+// appendRecords appends one chunk's records, skipping its first r.row rows
+// (emitted before a resume).
 func (r *reader) appendRecords(recs []arrow.Record) error {
+	skip, start := r.row, 0
 	for _, rec := range recs {
 		n := int(rec.NumRows())
-		for off := 0; off < n; {
+		off := min(n, max(0, skip-start))
+		for off < n {
 			k := min(n-off, r.max-r.batch.Rows)
 			for ci, col := range rec.Columns() {
 				if err := r.appendArrow(ci, col, off, off+k); err != nil {
@@ -139,12 +218,25 @@ func (r *reader) appendRecords(recs []arrow.Record) error {
 			}
 			r.batch.Rows += k
 			off += k
+			r.row = start + off
 			if err := r.flushIfFull(); err != nil {
 				return err
 			}
 		}
+		start += n
 	}
 	return nil
+}
+
+// cursor is where the result continues after the rows in the batch.
+func (r *reader) cursor() warehouse.Cursor {
+	if r.token == "" {
+		return warehouse.Cursor{}
+	}
+	if r.arrow {
+		return warehouse.Cursor{Token: r.token, Position: "arrow:" + strconv.Itoa(r.chunk) + ":" + strconv.Itoa(r.row)}
+	}
+	return warehouse.Cursor{Token: r.token, Position: "rows:" + strconv.FormatInt(r.jsonRows, 10)}
 }
 
 func (r *reader) flushIfFull() error {
@@ -162,7 +254,7 @@ func (r *reader) flush(emitEmpty bool) error {
 	}
 	r.emitted = true
 	r.total += int64(r.batch.Rows)
-	if err := r.emit(&r.batch); err != nil {
+	if err := r.emit(&r.batch, r.cursor()); err != nil {
 		return err
 	}
 	r.batch.SetColumns(r.specs) // also undoes a LONG column's promotion to DECIMAL
@@ -321,9 +413,19 @@ func (r *reader) appendArrow(ci int, col arrow.Array, from, to int) error {
 
 // readRows reads a JSON rowset through the driver, which has already
 // converted each value (strings for NUMBER, big numbers with higher
-// precision, time.Time for dates and timestamps).
+// precision, time.Time for dates and timestamps). On a resume it first
+// skips the r.jsonRows rows emitted before.
 func (r *reader) readRows(rows driver.Rows) error {
 	r.dest = make([]driver.Value, len(r.specs))
+	for skipped := int64(0); skipped < r.jsonRows; skipped++ {
+		err := rows.Next(r.dest)
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("resume at row %d of a result with %d: %w", r.jsonRows, skipped, warehouse.ErrCursorExpired)
+		}
+		if err != nil {
+			return classify(err)
+		}
+	}
 	for {
 		err := rows.Next(r.dest)
 		if errors.Is(err, io.EOF) {
@@ -338,6 +440,7 @@ func (r *reader) readRows(rows driver.Rows) error {
 			}
 		}
 		r.batch.EndRow()
+		r.jsonRows++
 		if err := r.flushIfFull(); err != nil {
 			return err
 		}

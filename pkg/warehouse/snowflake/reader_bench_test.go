@@ -35,12 +35,13 @@ func BenchmarkAppendArrow(b *testing.B) {
 		},
 		scales: make([]int, 3),
 		max:    1000,
-		emit:   func(*warehouse.Batch) error { return nil },
+		emit:   func(*warehouse.Batch, warehouse.Cursor) error { return nil },
 	}
 	r.batch.SetColumns(r.specs)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
+		r.row = 0 // each pass is a fresh chunk, as read starts one
 		if err := r.appendRecords([]arrow.Record{rec}); err != nil {
 			b.Fatal(err)
 		}

@@ -20,10 +20,18 @@
 //	VARIANT, OBJECT, ARRAY, MAP JSON
 //
 // Expired result-chunk URLs: a chunk that cannot be downloaded (an expired
-// presigned URL answers 403) fails the extraction with a transient
-// CONNECTION_ERROR. The extractor retries the whole day under a new
-// extraction id and the loader only swaps in a complete extraction, so a
-// day is never loaded twice or in part; no attempt is made to resume.
+// presigned URL answers 403, a download dies part-way) is downloaded again
+// after the result is fetched anew by query id, with fresh URLs, and the
+// stream continues at that chunk: a day that outlives its URLs (they last
+// hours; big days take longer) finishes on its one query. Only when the
+// same chunk fails maxRefetches times in a row does the stream fail, with
+// a transient CONNECTION_ERROR.
+//
+// Resume (warehouse.Resumable): the cursor after each batch is the query
+// id and the next row's place (chunk and row within it, or the row number
+// of a JSON rowset). StreamFrom fetches the kept result by query id (for
+// 24 h Snowflake keeps it) and continues there with the same batch
+// boundaries; a result no longer kept is warehouse.ErrCursorExpired.
 //
 // Process environment: gosnowflake probes cloud metadata endpoints on its
 // first connection and loads a native helper library at start-up. Binaries
@@ -182,7 +190,7 @@ func (s *Source) Sample(ctx context.Context, query string, day civil.Date, limit
 	limit = max(limit, 1)
 	q := "SELECT * FROM (" + trimQuery(query) + ") LIMIT " + strconv.Itoa(limit)
 	var out warehouse.Batch
-	_, err := s.stream(ctx, q, day, limit, func(b *warehouse.Batch) error {
+	_, err := s.stream(ctx, q, day, limit, nil, func(b *warehouse.Batch, _ warehouse.Cursor) error {
 		out = copyBatch(b)
 		return nil
 	}, true)
@@ -194,14 +202,15 @@ func (s *Source) Sample(ctx context.Context, query string, day civil.Date, limit
 
 // Stream runs the day's query and emits batches of at most batchRows.
 func (s *Source) Stream(ctx context.Context, query string, day civil.Date, batchRows int, emit func(*warehouse.Batch) error) (int64, error) {
-	n, err := s.stream(ctx, trimQuery(query), day, max(batchRows, 1), emit, false)
+	n, err := s.stream(ctx, trimQuery(query), day, max(batchRows, 1), nil, func(b *warehouse.Batch, _ warehouse.Cursor) error { return emit(b) }, false)
 	if err != nil {
 		return n, fmt.Errorf("stream day %s: %w", day, err)
 	}
 	return n, nil
 }
 
-func (s *Source) stream(ctx context.Context, query string, day civil.Date, batchRows int, emit func(*warehouse.Batch) error, emitEmpty bool) (int64, error) {
+func (s *Source) stream(ctx context.Context, query string, day civil.Date, batchRows int, from *warehouse.Cursor,
+	emit func(*warehouse.Batch, warehouse.Cursor) error, emitEmpty bool) (int64, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return 0, classify(err)
@@ -216,16 +225,56 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 		// Higher precision keeps NUMBERs as their exact integers (never
 		// floats); timestamps arrive as microseconds whatever their layout.
 		qctx := sf.WithArrowBatchesTimestampOption(sf.WithHigherPrecision(sf.WithArrowBatches(ctx)), sf.UseMicrosecondTimestamp)
-		rows, err := qc.QueryContext(qctx, query, []driver.NamedValue{{Ordinal: 1, Value: day.String()}})
-		if err != nil {
-			return classify(err)
+		var rows driver.Rows
+		var queryID string
+		if from == nil {
+			rows, err = qc.QueryContext(qctx, query, []driver.NamedValue{{Ordinal: 1, Value: day.String()}})
+			if err != nil {
+				return classify(err)
+			}
+			if sr, ok := rows.(sf.SnowflakeRows); ok {
+				queryID = sr.GetQueryID()
+			}
+		} else {
+			queryID = from.Token
+			if rows, err = fetchResult(qctx, qc, queryID); err != nil {
+				return err
+			}
 		}
 		defer rows.Close()
 		r, err := newReader(rows, batchRows, emit)
 		if err != nil {
 			return err
 		}
-		err = r.read(ctx, rows)
+		r.token = queryID
+		if from != nil {
+			if err := r.seek(from.Position); err != nil {
+				return err
+			}
+		}
+		var refetch func() (driver.Rows, error)
+		if queryID != "" {
+			// A result fetched again replaces the one before it, which
+			// is closed then (the first is closed on return).
+			var last driver.Rows
+			defer func() {
+				if last != nil {
+					_ = last.Close()
+				}
+			}()
+			refetch = func() (driver.Rows, error) {
+				again, err := fetchResult(qctx, qc, queryID)
+				if err != nil {
+					return nil, err
+				}
+				if last != nil {
+					_ = last.Close()
+				}
+				last = again
+				return again, nil
+			}
+		}
+		err = r.read(ctx, rows, refetch)
 		if err == nil {
 			err = r.flush(emitEmpty)
 		}
@@ -292,7 +341,7 @@ func classify(err error) error {
 			return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
 		case n == sf.ErrFailedToGetChunk:
 			return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true,
-				Err: fmt.Errorf("%w (result chunk download failed, its URL may have expired; the day is re-extracted)", err)}
+				Err: fmt.Errorf("%w (result chunk download failed again after fetching the result anew by query id)", err)}
 		case n >= 260000 && n < 270000, strings.HasPrefix(se.SQLState, "08"):
 			return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
 		case n == errSyntax || n == errInvalidIdentifier || strings.HasPrefix(se.SQLState, "42"):

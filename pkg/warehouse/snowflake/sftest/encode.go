@@ -20,8 +20,8 @@ import (
 )
 
 // encode builds the query-request answer: rowtype, the first rowset
-// inline and the rest as chunk URLs under base.
-func (res *result) encode(base string) (map[string]any, error) {
+// inline and the rest as chunk URLs under base, of URL generation gen.
+func (res *result) encode(base string, gen int) (map[string]any, error) {
 	rowType := make([]map[string]any, len(res.columns))
 	for i, c := range res.columns {
 		rowType[i] = c.rowType()
@@ -56,7 +56,7 @@ func (res *result) encode(base string) (map[string]any, error) {
 	for i, lo := 0, res.per; lo < len(res.rows); i, lo = i+1, lo+res.per {
 		n := min(res.per, len(res.rows)-lo)
 		chunks = append(chunks, map[string]any{
-			"url":              fmt.Sprintf("%s/chunks/%s/%d", base, res.id, i),
+			"url":              fmt.Sprintf("%s/chunks/%s/%d?gen=%d", base, res.id, i, gen),
 			"rowCount":         n,
 			"uncompressedSize": n * 100,
 			"compressedSize":   n * 50,

@@ -28,6 +28,7 @@
 package sftest
 
 import (
+	"bytes"
 	"compress/gzip"
 	"crypto/rand"
 	"crypto/rsa"
@@ -88,6 +89,9 @@ type Server struct {
 	asyncPolls    int
 	expireSession int
 	expireChunks  bool
+	expireAfter   int           // chunk downloads until every issued URL expires; 0 = never
+	cutChunks     int           // chunk downloads still to cut part-way
+	hold          chan struct{} // non-nil: chunk downloads wait until it is closed
 
 	stats Stats
 	log   []Query
@@ -104,10 +108,14 @@ type Stats struct {
 	Logins         int
 	FailedLogins   int
 	Renewals       int
-	Queries        int
-	ResultPolls    int
+	Queries        int // query-requests: queries run (fetching a kept result by id runs none)
+	ResultPolls    int // GET /queries/{id}/result: async polls and fetches by query id
 	ChunkDownloads int
 	ExpiredChunks  int
+	CutChunks      int // downloads answered with a body cut part-way
+	HeldChunks     int // downloads that waited on HoldChunks
+	AbandonedHeld  int // held downloads the client gave up on (its context was cancelled)
+	StatusChecks   int // GET /monitoring/queries/{id}
 	Closes         int
 	Aborts         int
 }
@@ -144,6 +152,7 @@ func NewServer(tb testing.TB) *Server {
 	mux.HandleFunc("POST /queries/v1/query-request", s.query)
 	mux.HandleFunc("POST /queries/v1/abort-request", s.abort)
 	mux.HandleFunc("GET /queries/{id}/result", s.pollResult)
+	mux.HandleFunc("GET /monitoring/queries/{id}", s.queryStatus)
 	mux.HandleFunc("GET /chunks/{id}/{idx}", s.chunk)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sftest: no handler for "+r.Method+" "+r.URL.Path, http.StatusNotFound)
@@ -218,6 +227,68 @@ func (s *Server) ExpireChunks(expired bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expireChunks = expired
+}
+
+// ExpireChunkURLs expires every chunk URL issued so far (their downloads
+// answer 403, as an expired presigned URL does); URLs of a later fetch of
+// the result by query id are valid.
+func (s *Server) ExpireChunkURLs() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireURLs()
+}
+
+// ExpireChunkURLsAfter expires every chunk URL issued so far once n more
+// chunks were downloaded: a long extraction outliving its URLs, mid-day.
+func (s *Server) ExpireChunkURLsAfter(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireAfter = n
+}
+
+// expireURLs makes every URL issued so far invalid. Callers hold s.mu.
+func (s *Server) expireURLs() {
+	for _, res := range s.results {
+		res.validGen = res.gen + 1
+	}
+}
+
+// CutChunkDownloads makes the next n chunk downloads send part of their
+// body and then drop the connection.
+func (s *Server) CutChunkDownloads(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cutChunks = n
+}
+
+// HoldChunks makes chunk downloads wait until release is called (or the
+// client gives up): a slow extraction the test controls.
+func (s *Server) HoldChunks() (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hold := make(chan struct{})
+	s.hold = hold
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(hold)
+			s.mu.Lock()
+			if s.hold == hold {
+				s.hold = nil
+			}
+			s.mu.Unlock()
+		})
+	}
+}
+
+// ForgetResults drops every kept result, as Snowflake does 24 h after a
+// query: fetching one by query id answers 000612.
+func (s *Server) ForgetResults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, res := range s.results {
+		res.forgotten = true
+	}
 }
 
 // Stats returns the counters so far.
@@ -456,13 +527,24 @@ type queryRequest struct {
 
 // result is an answered query kept for its chunk downloads and polls.
 type result struct {
-	id       string
-	columns  []column
-	rows     [][]any
-	format   string
-	per      int
-	polls    int
-	response map[string]any
+	id      string
+	columns []column
+	rows    [][]any
+	format  string
+	per     int
+	polls   int
+	// Each answer with chunk URLs is a generation; URLs of a generation
+	// below validGen have expired.
+	gen       int
+	validGen  int
+	forgotten bool
+}
+
+// answer encodes the result with a fresh generation of chunk URLs.
+// Callers hold s.mu.
+func (s *Server) answer(res *result) (map[string]any, error) {
+	res.gen++
+	return res.encode(s.URL, res.gen)
 }
 
 func (s *Server) query(w http.ResponseWriter, r *http.Request) {
@@ -489,12 +571,6 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := &result{id: s.nextID(), columns: cols, rows: rows, format: s.format, per: s.chunkRows, polls: s.asyncPolls}
-	resp, err := res.encode(s.URL)
-	if err != nil {
-		writeJSON(w, failure("000603", "sftest: encode result: "+err.Error(), "XX000"))
-		return
-	}
-	res.response = resp
 	s.results[res.id] = res
 	if res.polls > 0 {
 		writeJSON(w, map[string]any{
@@ -503,7 +579,45 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	s.writeResult(w, res)
+}
+
+func (s *Server) writeResult(w http.ResponseWriter, res *result) {
+	resp, err := s.answer(res)
+	if err != nil {
+		writeJSON(w, failure("000603", "sftest: encode result: "+err.Error(), "XX000"))
+		return
+	}
 	writeJSON(w, resp)
+}
+
+// codeResultExpired is what Snowflake answers for a result past its
+// retention.
+const codeResultExpired = "000612"
+
+// queryStatus answers GET /monitoring/queries/{id}, which gosnowflake asks
+// before fetching a result by query id. Query history outlives results,
+// so a forgotten result's query still shows SUCCESS.
+func (s *Server) queryStatus(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.authorize(w, r) {
+		return
+	}
+	s.stats.StatusChecks++
+	res, ok := s.results[r.PathValue("id")]
+	if !ok {
+		writeJSON(w, map[string]any{"success": true, "data": map[string]any{"queries": []any{}}})
+		return
+	}
+	status := "SUCCESS"
+	if res.polls > 0 {
+		status = "RUNNING"
+	}
+	writeJSON(w, map[string]any{"success": true, "data": map[string]any{"queries": []map[string]any{{
+		"id": res.id, "status": status, "errorCode": "", "errorMessage": "",
+		"stats": map[string]any{"producedRows": len(res.rows)},
+	}}}})
 }
 
 func (s *Server) pollResult(w http.ResponseWriter, r *http.Request) {
@@ -518,6 +632,10 @@ func (s *Server) pollResult(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if res.forgotten {
+		writeJSON(w, failure(codeResultExpired, "Result for query "+res.id+" has expired", "P0000"))
+		return
+	}
 	if res.polls--; res.polls > 0 {
 		writeJSON(w, map[string]any{
 			"success": true, "code": codeQueryInProgress, "message": "query in progress",
@@ -525,17 +643,45 @@ func (s *Server) pollResult(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	writeJSON(w, res.response)
+	s.writeResult(w, res)
 }
 
 func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
+	gen, _ := strconv.Atoi(r.URL.Query().Get("gen"))
 	s.mu.Lock()
 	res, ok := s.results[r.PathValue("id")]
-	expired := s.expireChunks
-	if expired {
+	expired := s.expireChunks || (ok && (gen < res.validGen || res.forgotten))
+	hold := s.hold
+	if hold != nil && !expired {
+		s.stats.HeldChunks++
+	}
+	s.mu.Unlock()
+	if hold != nil && !expired {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			s.mu.Lock()
+			s.stats.AbandonedHeld++
+			s.mu.Unlock()
+			return
+		}
+	}
+	s.mu.Lock()
+	cut := false
+	switch {
+	case expired:
 		s.stats.ExpiredChunks++
-	} else {
+	case s.cutChunks > 0:
+		s.cutChunks--
+		s.stats.CutChunks++
+		cut = true
+	default:
 		s.stats.ChunkDownloads++
+		if s.expireAfter > 0 {
+			if s.expireAfter--; s.expireAfter == 0 {
+				s.expireURLs()
+			}
+		}
 	}
 	s.mu.Unlock()
 	if expired {
@@ -556,8 +702,18 @@ func (s *Server) chunk(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Encoding", "gzip")
-	zw := gzip.NewWriter(w)
+	var zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
 	_, _ = zw.Write(body)
 	_ = zw.Close()
+	w.Header().Set("Content-Encoding", "gzip")
+	w.Header().Set("Content-Length", strconv.Itoa(zbuf.Len()))
+	if cut {
+		// Half the body, then the handler returns short of Content-Length:
+		// the server closes the connection and the client reads an
+		// unexpected EOF, as when a download dies part-way.
+		_, _ = w.Write(zbuf.Bytes()[:zbuf.Len()/2])
+		return
+	}
+	_, _ = w.Write(zbuf.Bytes())
 }
