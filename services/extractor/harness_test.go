@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/civil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/api/option"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafka"
@@ -20,6 +22,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
 	"github.com/sluicehq/sluice/pkg/warehouse"
+	bqsource "github.com/sluicehq/sluice/pkg/warehouse/bigquery"
+	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 	"github.com/sluicehq/sluice/schemas"
@@ -36,11 +40,21 @@ const (
 
 var sfDay = civil.Date{Year: 2024, Month: time.May, Day: 1}
 
+// The BigQuery day newBQHarness serves, in the same project: rows of
+// table sluice.events on bqDay, read by bqQuery.
+const (
+	bqIngestion = "bq_events"
+	bqQuery     = "SELECT id, name FROM `sluice.events` WHERE day = @date"
+)
+
+var bqDay = sfDay
+
 // harness is an extractor's real surroundings: kfake with Sluice's
-// topics, the sftest Snowflake server driven through gosnowflake, and a
-// DuckDB store.
+// topics, a warehouse (the sftest Snowflake server driven through
+// gosnowflake, or bqtest through the BigQuery client), and a DuckDB store.
 type harness struct {
-	srv      *sftest.Server
+	srv      *sftest.Server // the Snowflake harness's
+	bq       *bqtest.Server // the BigQuery harness's
 	kcfg     kafka.Config
 	admin    *kgo.Client
 	store    store.Store
@@ -57,33 +71,65 @@ func newHarness(t *testing.T, partitions int32, days, rows, chunkRows int) *harn
 	t.Setenv(sfPassEnv, "secret")
 	t.Setenv("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
 	t.Setenv("SF_DISABLE_MINICORE", "true")
-	h := &harness{log: slog.New(slog.DiscardHandler)}
-	h.srv = sftest.NewServer(t)
-	h.srv.AddUser("sluice", "secret")
-	h.srv.SetChunkRows(chunkRows)
+	srv := sftest.NewServer(t)
+	srv.AddUser("sluice", "secret")
+	srv.SetChunkRows(chunkRows)
 	table := sftest.Table{Name: "EVENTS", Columns: []sftest.Column{{Name: "ID", Type: "INTEGER"}, {Name: "DAY", Type: "DATE"}, {Name: "NAME", Type: "TEXT"}}}
 	for d := range days {
 		for i := range rows {
 			table.Rows = append(table.Rows, []any{i, sfDay.AddDays(d), "name-" + strconv.Itoa(i)})
 		}
 	}
-	if err := h.srv.AddTable(table); err != nil {
+	if err := srv.AddTable(table); err != nil {
 		t.Fatal(err)
 	}
-	h.kcfg, h.admin = kafkatest.Start(t, kafka.Config{TopicPrefix: "t.", Partitions: partitions})
 	conn := config.Connection{Name: "sf", Kind: "snowflake", Account: sftest.Account, User: "sluice", PasswordEnv: sfPassEnv,
-		Warehouse: "XS", Database: "DB", Schema: "PUBLIC", Endpoint: h.srv.URL, MaxConcurrency: 8}
+		Warehouse: "XS", Database: "DB", Schema: "PUBLIC", Endpoint: srv.URL, MaxConcurrency: 8}
+	ing := config.Ingestion{Name: sfIngestion, Project: sfProject, Connection: "sf", Type: config.TypeEvents, Query: sfQuery,
+		Mapping: config.Mapping{EventName: "NAME", Timestamp: "ID", IDs: map[string]string{"userID": "ID"}}}
+	h := newHarnessOn(t, partitions, conn, ing, func(ctx context.Context, c config.Connection) (warehouse.Source, error) {
+		return snowflake.Open(ctx, c)
+	})
+	h.srv = srv
+	return h
+}
+
+// newBQHarness serves bqDay of rows rows from bqtest, read through the
+// Storage Read API (on the server's own port, unencrypted HTTP/2) in
+// record batches of pageRows rows.
+func newBQHarness(t *testing.T, rows, pageRows int) *harness {
+	t.Helper()
+	bq := bqtest.NewServer(t)
+	bq.SetPageSize(pageRows)
+	schema := bigquery.Schema{{Name: "id", Type: bigquery.IntegerFieldType}, {Name: "day", Type: bigquery.DateFieldType},
+		{Name: "name", Type: bigquery.StringFieldType}}
+	var data [][]bigquery.Value
+	for i := range rows {
+		data = append(data, []bigquery.Value{int64(i), bqDay, "name-" + strconv.Itoa(i)})
+	}
+	bq.AddTable("sluice", "events", schema, data)
+	conn := config.Connection{Name: "bq", Kind: "bigquery", ProjectID: "sluice-extractor", Endpoint: bq.URL, MaxConcurrency: 8}
+	ing := config.Ingestion{Name: bqIngestion, Project: sfProject, Connection: "bq", Type: config.TypeEvents, Query: bqQuery,
+		Mapping: config.Mapping{EventName: "name", Timestamp: "id", IDs: map[string]string{"userID": "id"}}}
+	h := newHarnessOn(t, 1, conn, ing, func(ctx context.Context, c config.Connection) (warehouse.Source, error) {
+		return bqsource.Open(ctx, c, option.WithoutAuthentication())
+	})
+	h.bq = bq
+	return h
+}
+
+// newHarnessOn is the harness around one connection and its ingestion,
+// in project sfProject.
+func newHarnessOn(t *testing.T, partitions int32, conn config.Connection, ing config.Ingestion, open warehouse.Opener) *harness {
+	t.Helper()
+	h := &harness{log: slog.New(slog.DiscardHandler)}
+	h.kcfg, h.admin = kafkatest.Start(t, kafka.Config{TopicPrefix: "t.", Partitions: partitions})
 	h.settings = &config.File{
 		Projects:    []config.Project{{Name: sfProject, IDTypes: []string{"userID"}}},
 		Connections: []config.Connection{conn},
-		Ingestions: []config.Ingestion{{Name: sfIngestion, Project: sfProject, Connection: "sf", Type: config.TypeEvents, Query: sfQuery,
-			Mapping: config.Mapping{EventName: "NAME", Timestamp: "ID", IDs: map[string]string{"userID": "ID"}}}},
+		Ingestions:  []config.Ingestion{ing},
 	}
-	h.pool = warehouse.NewPool(h.settings.Connections, map[string]warehouse.Opener{
-		"snowflake": func(ctx context.Context, c config.Connection) (warehouse.Source, error) {
-			return snowflake.Open(ctx, c)
-		},
-	})
+	h.pool = warehouse.NewPool(h.settings.Connections, map[string]warehouse.Opener{conn.Kind: open})
 	t.Cleanup(func() { h.pool.Close() })
 	st, err := duckstore.Open(t.Context(), filepath.Join(t.TempDir(), "store.duckdb"), duckstore.Options{Logger: h.log})
 	if err != nil {
@@ -132,6 +178,13 @@ func (h *harness) start(t *testing.T, cfg Config) (*Service, func()) {
 func request(runID string, day civil.Date) schemas.IngestRequest {
 	return schemas.IngestRequest{RequestID: "q-" + runID, RunID: runID, Project: sfProject, Ingestion: sfIngestion,
 		Date: day.String(), Trigger: schemas.TriggerScheduled, Fence: 1}
+}
+
+// bqRequest is request for the BigQuery harness's ingestion and day.
+func bqRequest(runID string) schemas.IngestRequest {
+	req := request(runID, bqDay)
+	req.Ingestion = bqIngestion
+	return req
 }
 
 // publish puts req on ingest-requests, on partition when it is >= 0.
@@ -215,6 +268,14 @@ func (h *harness) rawRows(t *testing.T) []schemas.RawBatch {
 // fingerprints around them).
 func (h *harness) dayQueries() int {
 	n := 0
+	if h.bq != nil {
+		for _, q := range h.bq.Queries() {
+			if q == bqQuery {
+				n++
+			}
+		}
+		return n
+	}
 	for _, q := range h.srv.Queries() {
 		if q.SQL == sfQuery {
 			n++

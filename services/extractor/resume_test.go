@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 )
 
@@ -54,36 +57,98 @@ func TestCrashedSnowflakeDayResumes(t *testing.T) {
 			if q := h.dayQueries(); q != tt.queries || !tt.seen(h.srv.Stats()) {
 				t.Errorf("%d day queries, want %d; server saw %+v", q, tt.queries, h.srv.Stats())
 			}
-			all := extractions(t, h.rawRows(t))["run-1"]
-			if len(all) != tt.extractions {
-				t.Fatalf("%d extract ids on raw-rows, want %d", len(all), tt.extractions)
-			}
-			var ended int
-			for id, x := range all {
-				if len(x.ends) == 0 {
-					// The crashed extraction of a day started over: it
-					// never ends, so the loader never swaps it in.
-					if id != before.ExtractID {
-						t.Errorf("extraction %s has no END and is not the crashed one (%s)", id, before.ExtractID)
-					}
-					continue
-				}
-				ended++
-				x.complete(t, rows)
-				if tt.extractions == 1 && (id != before.ExtractID || x.resent != 0) {
-					// Nothing was in flight past the checkpoint, so a
-					// resume re-sends no batch.
-					t.Errorf("the day finished under extract id %s re-sending %d batches, want the crashed one's %s from batch %d",
-						id, x.resent, before.ExtractID, before.NextSeq)
-				}
-			}
-			if ended != 1 {
-				t.Errorf("%d extractions ended, want 1", ended)
-			}
-			// Dropped right after the run is recorded as extracted.
-			eventually(t, "the checkpoint dropped", func() bool { return h.checkpoint("run-1").RunID == "" })
+			h.wantResumed(t, "run-1", before, rows, tt.extractions)
 		})
 	}
+}
+
+// An extractor dies part-way through a BigQuery day, after K batches were
+// acknowledged, its Storage Read stream paused; a fresh one takes the
+// uncommitted request and continues from the run's checkpoint under the
+// same extract id, reading the first query's kept result table from the
+// checkpoint's row (while its new read session expires, or a read fails,
+// part-way); only when BigQuery has dropped the table does the day start
+// over under a new id.
+func TestCrashedBigQueryDayResumes(t *testing.T) {
+	const rows, batchRows, pageRows = 1000, 50, 50
+	tests := []struct {
+		name string
+		// fault is injected after the crash, before the second extractor.
+		fault       func(*bqtest.Server)
+		seen        func(bqtest.Stats) bool // the fault happened
+		extractions int                     // extract ids on raw-rows
+		queries     int
+	}{
+		// Sessions: the crashed one, the resume's, its replacement.
+		{"resumes; the read session expires mid-day", func(s *bqtest.Server) { s.InjectReadFault(bqtest.ReadFault{AfterRows: 300, Expire: true, Times: 1}) },
+			func(st bqtest.Stats) bool { return st.ReadSessions == 3 && st.ReadRows == 3 }, 1, 1},
+		// Reads: the crashed one, the resume's, the one reopened at its row.
+		{"resumes; a read fails part-way", func(s *bqtest.Server) {
+			s.InjectReadFault(bqtest.ReadFault{AfterRows: 200, Code: codes.Unavailable, Message: "backend went away", Times: 1})
+		}, func(st bqtest.Stats) bool { return st.ReadSessions == 2 && st.ReadRows == 3 }, 1, 1},
+		{"result no longer kept: starts over", func(s *bqtest.Server) { s.ExpireResults() },
+			func(bqtest.Stats) bool { return true }, 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newBQHarness(t, rows, pageRows)
+			release := h.bq.HoldReads(2 * batchRows)
+			defer release()
+			cfg := Config{BatchRows: batchRows, DrainTimeout: 50 * time.Millisecond, RetryBackoff: 10 * time.Millisecond}
+			_, crash := h.start(t, cfg)
+			h.publish(t, bqRequest("run-1"), 0)
+			eventually(t, "two batches acknowledged", func() bool {
+				return h.checkpoint("run-1").NextSeq == 2 && h.bq.Stats().HeldReads == 1
+			})
+			before := h.checkpoint("run-1")
+			crash() // stopped mid-day: the request's offset stays uncommitted
+			release()
+			tt.fault(h.bq)
+
+			_, _ = h.start(t, cfg)
+			eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == store.StatusDownloaded })
+			if q := h.dayQueries(); q != tt.queries || !tt.seen(h.bq.Stats()) {
+				t.Errorf("%d day queries, want %d; server saw %+v", q, tt.queries, h.bq.Stats())
+			}
+			h.wantResumed(t, "run-1", before, rows, tt.extractions)
+		})
+	}
+}
+
+// wantResumed checks what raw-rows holds of a run whose extraction
+// crashed at checkpoint crashed and was taken up again: extractIDs
+// extract ids, one of them ended with the whole day once (the crashed one,
+// re-sending no batch, when it was resumed), and the checkpoint dropped.
+func (h *harness) wantResumed(t *testing.T, runID string, crashed store.Checkpoint, rows, extractIDs int) {
+	t.Helper()
+	all := extractions(t, h.rawRows(t))[runID]
+	if len(all) != extractIDs {
+		t.Fatalf("%d extract ids on raw-rows, want %d", len(all), extractIDs)
+	}
+	var ended int
+	for id, x := range all {
+		if len(x.ends) == 0 {
+			// The crashed extraction of a day started over: it
+			// never ends, so the loader never swaps it in.
+			if id != crashed.ExtractID {
+				t.Errorf("extraction %s has no END and is not the crashed one (%s)", id, crashed.ExtractID)
+			}
+			continue
+		}
+		ended++
+		x.complete(t, rows)
+		if extractIDs == 1 && (id != crashed.ExtractID || x.resent != 0) {
+			// Nothing was in flight past the checkpoint, so a
+			// resume re-sends no batch.
+			t.Errorf("the day finished under extract id %s re-sending %d batches, want the crashed one's %s from batch %d",
+				id, x.resent, crashed.ExtractID, crashed.NextSeq)
+		}
+	}
+	if ended != 1 {
+		t.Errorf("%d extractions ended, want 1", ended)
+	}
+	// Dropped right after the run is recorded as extracted.
+	eventually(t, "the checkpoint dropped", func() bool { return h.checkpoint(runID).RunID == "" })
 }
 
 // A chunk that keeps failing beyond the source's own refetches fails the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
+	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
 )
 
 const (
@@ -119,62 +120,33 @@ var readPaths = []struct {
 	{"REST", Options{DisableStorageRead: true}},
 }
 
-func TestResumeFromCursor(t *testing.T) {
+// The Resumable contract on both read paths: batches of 100 rows cut
+// across record batches and pages of 70.
+func TestResume(t *testing.T) {
 	t.Parallel()
 	for _, path := range readPaths {
-		for _, k := range []int{1, 4, resumeRows/resumeBatchRows - 1, resumeRows / resumeBatchRows} {
-			t.Run(fmt.Sprintf("%s after batch %d", path.name, k), func(t *testing.T) {
-				t.Parallel()
-				srv, src := newResumeServer(t, path.opts)
-				whole := streamFrom(t, src, nil, 0)
-				wantAll(t, whole)
-
-				crashed := streamFrom(t, src, nil, k)
-				if k < len(whole.batches) && !errors.Is(crashed.err, errCrash) {
-					t.Fatalf("crashed stream = %v, want the emit's error", crashed.err)
-				}
-				if len(crashed.batches) != k {
-					t.Fatalf("crashed stream emitted %d batches, want %d", len(crashed.batches), k)
-				}
-				for i := range k {
-					if !slices.Equal(crashed.batches[i], whole.batches[i]) || crashed.cursors[i].Position != whole.cursors[i].Position {
-						t.Fatalf("batch %d of a second run differs from the first run's", i)
-					}
-				}
-				executed := srv.Stats().Executed
-
-				// A restarted process: a new source, the last durable cursor.
-				restarted := openTest(t, testConn(srv), path.opts)
-				resumed := streamFrom(t, restarted, &crashed.cursors[k-1], 0)
-				sameTail(t, whole, resumed, k, crashed.cursors[k-1])
-				if got := srv.Stats().Executed; got != executed {
-					t.Fatalf("resume ran %d more queries, want none", got-executed)
-				}
-			})
-		}
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			srv, _ := newResumeServer(t, path.opts)
+			h := warehousetest.ResumeHarness{
+				Open:      func(tb testing.TB) warehouse.Resumable { return openTest(tb, testConn(srv), path.opts) },
+				Query:     eventsQuery,
+				Day:       testDay,
+				BatchRows: resumeBatchRows,
+				Executed:  func() int { return int(srv.Stats().Executed) },
+				Expire:    srv.ExpireResults,
+			}
+			if !path.opts.DisableStorageRead {
+				h.ExpireLinks = srv.ExpireReadSessions // REST reads the table itself
+			}
+			warehousetest.RunResume(t, h)
+		})
 	}
 }
 
-func TestResumeAfterSessionExpired(t *testing.T) {
+// A read session expiring while it is read is replaced at the same row.
+func TestReadSessionExpiresMidStream(t *testing.T) {
 	t.Parallel()
-	t.Run("resume opens a new session on the kept table", func(t *testing.T) {
-		t.Parallel()
-		srv, src := newResumeServer(t, Options{})
-		whole := streamFrom(t, src, nil, 0)
-		crashed := streamFrom(t, src, nil, 3)
-		srv.ExpireReadSessions()
-		before := srv.Stats()
-
-		resumed := streamFrom(t, src, &crashed.cursors[2], 0)
-		sameTail(t, whole, resumed, 3, crashed.cursors[2])
-		st := srv.Stats()
-		if st.Executed != before.Executed {
-			t.Fatalf("resume ran %d queries, want none", st.Executed-before.Executed)
-		}
-		if st.ReadSessions != before.ReadSessions+1 {
-			t.Fatalf("resume opened %d read sessions, want 1", st.ReadSessions-before.ReadSessions)
-		}
-	})
 	t.Run("a session expiring mid-stream is replaced at the same row", func(t *testing.T) {
 		t.Parallel()
 		srv, src := newResumeServer(t, Options{})
@@ -196,33 +168,16 @@ func TestResumeAfterSessionExpired(t *testing.T) {
 	})
 }
 
-func TestResumeResultGone(t *testing.T) {
+// A result table dropped while it is read is ErrCursorExpired after the
+// batches before it.
+func TestResultDroppedMidStream(t *testing.T) {
 	t.Parallel()
-	for _, path := range readPaths {
-		t.Run(path.name, func(t *testing.T) {
-			t.Parallel()
-			srv, src := newResumeServer(t, path.opts)
-			crashed := streamFrom(t, src, nil, 2)
-			srv.ExpireResults() // BigQuery drops the result table after about 24 h
-			executed := srv.Stats().Executed
-			e := streamFrom(t, src, &crashed.cursors[1], 0)
-			if !errors.Is(e.err, warehouse.ErrCursorExpired) || len(e.batches) != 0 || e.n != 0 {
-				t.Fatalf("resume of a dropped result = %d batches, %d rows, %v; want none and ErrCursorExpired", len(e.batches), e.n, e.err)
-			}
-			if srv.Stats().Executed != executed {
-				t.Fatal("resume of a dropped result ran the query")
-			}
-		})
+	srv, src := newResumeServer(t, Options{})
+	srv.InjectReadFault(bqtest.ReadFault{AfterRows: 250, Code: codes.NotFound, Message: "Not found: Table", Times: 1})
+	e := streamFrom(t, src, nil, 0)
+	if !errors.Is(e.err, warehouse.ErrCursorExpired) || len(e.batches) != 2 {
+		t.Fatalf("StreamFrom = %d batches, %v; want 2 batches and ErrCursorExpired", len(e.batches), e.err)
 	}
-	t.Run("dropped mid-stream", func(t *testing.T) {
-		t.Parallel()
-		srv, src := newResumeServer(t, Options{})
-		srv.InjectReadFault(bqtest.ReadFault{AfterRows: 250, Code: codes.NotFound, Message: "Not found: Table", Times: 1})
-		e := streamFrom(t, src, nil, 0)
-		if !errors.Is(e.err, warehouse.ErrCursorExpired) || len(e.batches) != 2 {
-			t.Fatalf("StreamFrom = %d batches, %v; want 2 batches and ErrCursorExpired", len(e.batches), e.err)
-		}
-	})
 }
 
 func TestReadFailsPartWay(t *testing.T) {
@@ -268,7 +223,7 @@ func TestResumeCursorChecks(t *testing.T) {
 		{"storage cursor on a REST source", rest, fromStorage, true},
 		{"REST cursor on a storage source", storage, fromREST, true},
 		{"token naming no table", storage, warehouse.Cursor{Token: "storage:projects/p/tables/t", Position: "0"}, false},
-		{"position not a row index", storage, warehouse.Cursor{Token: fromStorage.Token, Position: "-1"}, false},
+		{"negative position", storage, warehouse.Cursor{Token: fromStorage.Token, Position: "-1"}, false},
 		{"position past the table's end", storage, warehouse.Cursor{Token: fromStorage.Token, Position: "1001"}, false},
 	}
 	for _, tt := range tests {

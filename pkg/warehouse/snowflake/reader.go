@@ -111,12 +111,12 @@ func (r *reader) read(ctx context.Context, rows driver.Rows, refetch func() (dri
 	r.ctx = ctx
 	sfRows, ok := rows.(sf.SnowflakeRows)
 	if !ok {
-		return r.readJSON(rows)
+		return r.readJSON(rows, refetch)
 	}
 	batches, err := sfRows.GetArrowBatches()
 	var se *sf.SnowflakeError
 	if errors.As(err, &se) && se.Number == sf.ErrNonArrowResponseInArrowBatches {
-		return r.readJSON(rows)
+		return r.readJSON(rows, refetch)
 	}
 	if err != nil {
 		return classify(err)
@@ -169,12 +169,32 @@ func (r *reader) read(ctx context.Context, rows driver.Rows, refetch func() (dri
 }
 
 // readJSON reads a JSON rowset, which a resume can continue only from a
-// JSON cursor.
-func (r *reader) readJSON(rows driver.Rows) error {
+// JSON cursor. The driver downloads its chunks as rows are read; when one
+// fails, the result is fetched again (refetch) and read on after the rows
+// already taken, as a resume would.
+func (r *reader) readJSON(rows driver.Rows, refetch func() (driver.Rows, error)) error {
 	if r.chunk > 0 || r.row > 0 {
 		return fmt.Errorf("resume at chunk %d row %d of a JSON result: %w", r.chunk, r.row, warehouse.ErrCursorExpired)
 	}
-	return r.readRows(rows)
+	failures := 0
+	for {
+		at := r.jsonRows
+		err := r.readRows(rows)
+		var se *sf.SnowflakeError
+		if err == nil || r.ctx.Err() != nil || !errors.As(err, &se) || se.Number != sf.ErrFailedToGetChunk {
+			return err
+		}
+		if r.jsonRows > at {
+			failures = 0
+		}
+		if refetch == nil || failures == maxRefetches {
+			return fmt.Errorf("JSON row %d after %d fetches of the result: %w", r.jsonRows, failures+1, err)
+		}
+		failures++
+		if rows, err = refetch(); err != nil {
+			return err
+		}
+	}
 }
 
 // chunkError categorizes a chunk download that kept failing: a connection

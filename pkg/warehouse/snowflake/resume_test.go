@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
+	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
 )
 
 // streamed is one batch as StreamFrom emitted it: its IDs and the cursor
@@ -41,32 +42,50 @@ func dayQueries(srv *sftest.Server) int {
 }
 
 // A day whose chunk URLs expire, or whose download dies part-way, while it
-// streams finishes on its one query: the result is fetched again by query
-// id (fresh URLs) and the stream continues at the failed chunk.
+// streams finishes on its one query, in either result format: the result
+// is fetched again by query id (fresh URLs) and the stream continues at
+// the failed chunk (Arrow) or after the rows already read (JSON).
 func TestChunkFailuresMidDayFinishOnOneQuery(t *testing.T) {
 	t.Parallel()
+	arrow, json := sftest.FormatArrow, sftest.FormatJSON
 	tests := []struct {
-		name   string
-		inject func(*sftest.Server)
-		check  func(sftest.Stats) bool
+		format, name string
+		inject       func(*sftest.Server)
+		// afterFirstBatch injects once the query answered and the first
+		// batch is out, else before the query runs.
+		afterFirstBatch bool
+		check           func(sftest.Stats) bool
 	}{
-		{"urls expire after 3 chunks", func(s *sftest.Server) { s.ExpireChunkURLsAfter(3) }, func(st sftest.Stats) bool { return st.ExpiredChunks == 1 }},
-		{"urls expire now", func(s *sftest.Server) { s.ExpireChunkURLs() }, func(st sftest.Stats) bool { return st.ExpiredChunks == 1 }},
-		{"download cut part-way", func(s *sftest.Server) { s.CutChunkDownloads(2) }, func(st sftest.Stats) bool { return st.CutChunks == 2 }},
+		// Arrow fetches one chunk at a time: exactly one download fails.
+		{arrow, "urls expire after 3 chunks", func(s *sftest.Server) { s.ExpireChunkURLsAfter(3) }, false,
+			func(st sftest.Stats) bool { return st.ExpiredChunks == 1 && st.StatusChecks > 0 }},
+		{arrow, "urls expire now", func(s *sftest.Server) { s.ExpireChunkURLs() }, true,
+			func(st sftest.Stats) bool { return st.ExpiredChunks == 1 && st.StatusChecks > 0 }},
+		{arrow, "download cut part-way", func(s *sftest.Server) { s.CutChunkDownloads(2) }, false,
+			func(st sftest.Stats) bool { return st.CutChunks == 2 && st.StatusChecks > 0 }},
+		// The JSON driver downloads up to 4 chunks ahead in parallel (so a
+		// URL expiring "now" may already be used: no such case), several
+		// fail at once, and it retries a cut download itself.
+		{json, "urls expire after 3 chunks", func(s *sftest.Server) { s.ExpireChunkURLsAfter(3) }, false,
+			func(st sftest.Stats) bool { return st.ExpiredChunks > 0 && st.StatusChecks > 0 }},
+		{json, "download cut part-way", func(s *sftest.Server) { s.CutChunkDownloads(2) }, false,
+			func(st sftest.Stats) bool { return st.CutChunks == 2 }},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.format+" "+tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv, cfg := newServer(t)
+			srv.SetFormat(tt.format)
 			srv.SetChunkRows(100) // inline rowset + 9 chunks
 			addTable(t, srv, bigTable(1000))
 			src := open(t, cfg)
+			if !tt.afterFirstBatch {
+				tt.inject(srv)
+			}
 			var ids []int64
-			first := true
 			_, err := src.StreamFrom(context.Background(), bigQuery, day, 150, nil, func(b *warehouse.Batch, _ warehouse.Cursor) error {
-				if first {
-					tt.inject(srv) // after the query answered: its URLs are out
-					first = false
+				if tt.afterFirstBatch && len(ids) == 0 {
+					tt.inject(srv)
 				}
 				ids = append(ids, b.Columns[0].Longs...)
 				return nil
@@ -80,58 +99,41 @@ func TestChunkFailuresMidDayFinishOnOneQuery(t *testing.T) {
 				}
 			}
 			st := srv.Stats()
-			if len(ids) != 1000 || dayQueries(srv) != 1 || !tt.check(st) || st.StatusChecks == 0 {
+			if len(ids) != 1000 || dayQueries(srv) != 1 || !tt.check(st) {
 				t.Fatalf("%d rows, stats %+v; want 1000 rows on one query, the fault seen, the result fetched by id", len(ids), st)
 			}
 		})
 	}
 }
 
-// StreamFrom at any batch's cursor emits exactly the batches that followed
-// it, without running the query again: what a resumed extraction re-sends
-// must be identical to what the loader may already have staged.
-func TestStreamFromReproducesTheRest(t *testing.T) {
+// The Resumable contract, on both result formats: batches of 150 span
+// result chunks of 200 rows.
+func TestResume(t *testing.T) {
 	t.Parallel()
 	for _, format := range []string{sftest.FormatArrow, sftest.FormatJSON} {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			srv, cfg := newServer(t)
 			srv.SetFormat(format)
-			srv.SetChunkRows(200) // batches of 150 span chunks
+			srv.SetChunkRows(200)
 			addTable(t, srv, bigTable(1000))
-			src := open(t, cfg)
-			all, err := streamFrom(t, src, nil, 150)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(all) != 7 {
-				t.Fatalf("%d batches, want 7", len(all))
-			}
-			for k := range all {
-				rest, err := streamFrom(t, src, &all[k].next, 150)
-				if err != nil {
-					t.Fatalf("resume after batch %d (%+v): %v", k, all[k].next, err)
-				}
-				if len(rest) != len(all)-k-1 {
-					t.Fatalf("resume after batch %d: %d batches, want %d", k, len(rest), len(all)-k-1)
-				}
-				for i, b := range rest {
-					want := all[k+1+i]
-					if !slices.Equal(b.ids, want.ids) || b.next != want.next {
-						t.Fatalf("resume after batch %d: batch %d differs: %v / %+v, want %v / %+v", k, i, b.ids, b.next, want.ids, want.next)
-					}
-				}
-			}
-			if q := dayQueries(srv); q != 1 {
-				t.Fatalf("%d queries, want 1 (every resume fetches the kept result)", q)
-			}
+			warehousetest.RunResume(t, warehousetest.ResumeHarness{
+				Open:        func(tb testing.TB) warehouse.Resumable { return open(tb, cfg) },
+				Query:       bigQuery,
+				Day:         day,
+				BatchRows:   150,
+				Executed:    func() int { return dayQueries(srv) },
+				ExpireLinks: srv.ExpireChunkURLs,
+				Expire:      srv.ForgetResults,
+			})
 		})
 	}
 }
 
-// A result Snowflake no longer keeps, or a cursor this source cannot
-// read, is ErrCursorExpired: the caller starts the day over.
-func TestStreamFromExpiredCursor(t *testing.T) {
+// Positions past the result, or in another format's terms, are
+// ErrCursorExpired: the cursor cannot be of this result, so the day
+// starts over rather than failing.
+func TestStreamFromForeignPosition(t *testing.T) {
 	t.Parallel()
 	srv, cfg := newServer(t)
 	srv.SetChunkRows(100)
@@ -141,19 +143,14 @@ func TestStreamFromExpiredCursor(t *testing.T) {
 	if err != nil || len(all) != 5 {
 		t.Fatalf("%d batches, %v", len(all), err)
 	}
-	bad := []warehouse.Cursor{
-		{Token: all[1].next.Token, Position: "page 7"},
-		{Token: all[1].next.Token, Position: "arrow:99:0"},
-		{Token: "no-such-query", Position: "arrow:1:0"},
-		{Position: "arrow:1:0"},
-	}
-	for _, c := range bad {
-		if _, err := streamFrom(t, src, &c, 100); !errors.Is(err, warehouse.ErrCursorExpired) {
-			t.Errorf("cursor %+v: %v, want ErrCursorExpired", c, err)
+	token := all[1].next.Token
+	for _, position := range []string{"arrow:99:0", "arrow:1", "rows:-1", "page 7"} {
+		c := warehouse.Cursor{Token: token, Position: position}
+		if got, err := streamFrom(t, src, &c, 100); !errors.Is(err, warehouse.ErrCursorExpired) || len(got) != 0 {
+			t.Errorf("cursor %+v: %d batches, %v; want none and ErrCursorExpired", c, len(got), err)
 		}
 	}
-	srv.ForgetResults()
-	if _, err := streamFrom(t, src, &all[1].next, 100); !errors.Is(err, warehouse.ErrCursorExpired) {
-		t.Fatalf("forgotten result: %v, want ErrCursorExpired", err)
+	if q := dayQueries(srv); q != 1 {
+		t.Fatalf("%d queries, want 1: a bad cursor runs no query", q)
 	}
 }

@@ -2,7 +2,8 @@
 // runs: types, nulls, an empty day, a large day, the date as a bound
 // parameter, fingerprints, error categories and cancellation. A warehouse
 // package supplies a Harness that can create tables from the suite's
-// portable descriptions and spell the date placeholder.
+// portable descriptions and spell the date placeholder. RunResume
+// (resume.go) is the suite every warehouse.Resumable also runs.
 package warehousetest
 
 import (

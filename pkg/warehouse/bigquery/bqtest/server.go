@@ -9,8 +9,8 @@
 // A query job keeps its result as a destination table in AnonymousDataset
 // until ExpireResults drops them, as BigQuery does after about 24 h. Read
 // sessions expire when told (ExpireReadSessions, or a ReadFault with
-// Expire), as BigQuery's do after 6 h, and ReadFault makes a read fail
-// part-way.
+// Expire), as BigQuery's do after 6 h, ReadFault makes a read fail
+// part-way and HoldReads makes reads pause part-way.
 //
 // The gRPC service is reachable two ways: over an in-memory bufconn
 // listener (StorageConn, for option.WithGRPCConn) and on the HTTP port
@@ -66,9 +66,11 @@ type Server struct {
 
 	readFaults []*ReadFault
 	expired    map[string]bool // read session names that expired
+	hold       *readHold
+	queries    []string // SQL of the queries run, in order
 
 	stats struct {
-		queries, executed, pages, jobInserts, jobGets, tableGets, tableData, sessions, readRows, recordBatches atomic.Int64
+		queries, executed, pages, jobInserts, jobGets, tableGets, tableData, sessions, readRows, recordBatches, heldReads atomic.Int64
 	}
 }
 
@@ -131,6 +133,7 @@ type Stats struct {
 	ReadSessions  int64 // Storage Read API CreateReadSession
 	ReadRows      int64 // Storage Read API ReadRows calls
 	RecordBatches int64 // Arrow record batches streamed by ReadRows
+	HeldReads     int64 // ReadRows calls that paused on HoldReads
 }
 
 // NewServer starts a fake BigQuery that stops when tb's test ends. Pages
@@ -280,6 +283,42 @@ func (s *Server) Stats() Stats {
 		ReadSessions:  s.stats.sessions.Load(),
 		ReadRows:      s.stats.readRows.Load(),
 		RecordBatches: s.stats.recordBatches.Load(),
+		HeldReads:     s.stats.heldReads.Load(),
+	}
+}
+
+// Queries returns the SQL of every query run so far (what Executed
+// counts), in order.
+func (s *Server) Queries() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.queries...)
+}
+
+// readHold pauses ReadRows calls after rows rows until released closes.
+type readHold struct {
+	rows     int
+	released chan struct{}
+}
+
+// HoldReads makes ReadRows calls pause once they have sent afterRows rows
+// (counted from the call's offset) until release is called or the client
+// gives up: a slow extraction the test controls.
+func (s *Server) HoldReads(afterRows int) (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := &readHold{rows: afterRows, released: make(chan struct{})}
+	s.hold = h
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(h.released)
+			s.mu.Lock()
+			if s.hold == h {
+				s.hold = nil
+			}
+			s.mu.Unlock()
+		})
 	}
 }
 
@@ -362,6 +401,7 @@ func (s *Server) execute(project, location string, dataset *bq.DatasetReference,
 	j := &job{project: project, id: fmt.Sprintf("bqtest_job_%d", s.nextID), location: location, query: sql, res: res}
 	if !dryRun {
 		s.stats.executed.Add(1)
+		s.queries = append(s.queries, sql)
 		j.dst = "anon_" + j.id
 		s.tables[AnonymousDataset+"."+j.dst] = &table{schema: res.schema, rows: res.rows}
 		s.jobs[j.id] = j

@@ -99,6 +99,7 @@ func (r *readServer) ReadRows(req *storagepb.ReadRowsRequest, stream storagepb.B
 	s.mu.Lock()
 	size := s.pageSize
 	rows := t.rows
+	hold := s.hold
 	s.mu.Unlock()
 	per := (len(rows) + n - 1) / n
 	lo, hi := min(i*per, len(rows)), min((i+1)*per, len(rows))
@@ -110,8 +111,24 @@ func (r *readServer) ReadRows(req *storagepb.ReadRowsRequest, stream storagepb.B
 	if fault != nil {
 		hi = min(hi, start+fault.AfterRows)
 	}
-	for ; start < hi; start += size {
+	from := start
+	for start < hi {
 		end := min(start+size, hi)
+		if hold != nil {
+			if start-from < hold.rows {
+				end = min(end, from+hold.rows)
+			} else {
+				s.stats.heldReads.Add(1)
+				select {
+				case <-hold.released:
+				case <-stream.Context().Done():
+					return stream.Context().Err()
+				case <-s.done:
+					return status.Error(codes.Unavailable, "server closed")
+				}
+				hold = nil
+			}
+		}
 		data, err := serializedBatch(as, len(ser), t.schema, rows[start:end])
 		if err != nil {
 			return status.Error(codes.Internal, err.Error())
@@ -127,6 +144,7 @@ func (r *readServer) ReadRows(req *storagepb.ReadRowsRequest, stream storagepb.B
 		if err != nil {
 			return err
 		}
+		start = end
 	}
 	switch {
 	case fault == nil:
