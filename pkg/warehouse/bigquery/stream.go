@@ -110,7 +110,7 @@ func (s *Source) StreamFrom(ctx context.Context, query string, day civil.Date, b
 	}
 	st.l.setSchema(md.Schema)
 	if from != nil && st.offset > int64(md.NumRows) {
-		return 0, fmt.Errorf("resume day %s at row %d of result table %s, which has %d rows", day, st.offset, id, md.NumRows)
+		return 0, fmt.Errorf("resume day %s at row %d of result table %s, which has %d rows: %w", day, st.offset, id, md.NumRows, warehouse.ErrCursorExpired)
 	}
 	if from != nil && st.offset == int64(md.NumRows) {
 		return 0, nil // resumed at the end: the Storage Read API leaves reading there undefined
@@ -204,11 +204,11 @@ func (st *stream) resume(c warehouse.Cursor) error {
 	}
 	parts := strings.Split(id, "/")
 	if len(parts) != 6 || parts[0] != "projects" || parts[2] != "datasets" || parts[4] != "tables" {
-		return fmt.Errorf("cursor token %q does not name a table", c.Token)
+		return fmt.Errorf("cursor token %q does not name a table: %w", c.Token, warehouse.ErrCursorExpired)
 	}
 	n, err := strconv.ParseInt(c.Position, 10, 64)
 	if err != nil || n < 0 {
-		return fmt.Errorf("cursor position %q is not a row index", c.Position)
+		return fmt.Errorf("cursor position %q is not a row index: %w", c.Position, warehouse.ErrCursorExpired)
 	}
 	st.table = st.s.client.DatasetInProject(parts[1], parts[3]).Table(parts[5])
 	st.offset = n
