@@ -8,6 +8,7 @@ package schemas
 import (
 	_ "embed"
 	"fmt"
+	"strconv"
 
 	"github.com/hamba/avro/v2"
 )
@@ -136,6 +137,19 @@ type MappedBatch struct {
 	ErrorCategory string        `avro:"error_category"`
 	ErrorMessage  string        `avro:"error_message"`
 	Fingerprint   string        `avro:"fingerprint"` // END: passed on from raw-rows
+	// RejectedRows (ROWS) are the batch's rejected rows: the loader stages
+	// them with the batch and publishes them as dead letters once the run
+	// is decided, so a redone extraction or a redelivered batch does not
+	// publish them again.
+	RejectedRows []RejectedRow `avro:"rejected_rows"`
+}
+
+// RejectedRow is one row the mapper rejected, with its original values.
+type RejectedRow struct {
+	Position int64             `avro:"position"`
+	Reason   string            `avro:"reason"`
+	Detail   string            `avro:"detail"`
+	Values   map[string]string `avro:"values"`
 }
 
 // Event is one event in the shape the platform's SDK sends.
@@ -187,6 +201,15 @@ type ReloadCandidate struct {
 }
 
 // DeadLetter is a rejected row or an undecodable message.
+//
+// A rejected row is published once its run is decided (its rows became
+// visible, or it failed with too many rejected rows), under the Kafka key
+// DeadLetterKey(project, run_id, position). Publication is at least once:
+// a relay that stopped between producing and recording it produces the
+// same keys again, so a consumer that keeps the last record per key (or
+// reads a compacted topic) sees each rejected row of a run once. An
+// undecodable message (Position -1) has no run and keeps its source
+// record's key.
 type DeadLetter struct {
 	SourceTopic string            `avro:"source_topic"`
 	Reason      string            `avro:"reason"`
@@ -200,6 +223,14 @@ type DeadLetter struct {
 	Values      map[string]string `avro:"values"`
 	Raw         []byte            `avro:"raw"`
 	At          int64             `avro:"at"` // epoch milliseconds
+}
+
+// DeadLetterKey is the Kafka key of a rejected row's dead letter,
+// "<project>/<run_id>/<position>": one key per rejected row of a run,
+// whichever extraction of the run was decided and however often it was
+// published.
+func DeadLetterKey(project, runID string, position int64) string {
+	return project + "/" + runID + "/" + strconv.FormatInt(position, 10)
 }
 
 // Codecs holds the parsed schema of every topic. Parse once at start-up and
@@ -279,7 +310,11 @@ func (b *MappedBatch) reset() {
 	for i := range evs {
 		evs[i].UnitIDs = evs[i].UnitIDs[:0]
 	}
-	b.Events, b.Metrics, b.Rejected = b.Events[:0], b.Metrics[:0], b.Rejected[:0]
+	rows := b.RejectedRows[:cap(b.RejectedRows)]
+	for i := range rows {
+		rows[i].Values = nil // the decoder adds to a map it is given
+	}
+	b.Events, b.Metrics, b.Rejected, b.RejectedRows = b.Events[:0], b.Metrics[:0], b.Rejected[:0], b.RejectedRows[:0]
 }
 
 func (d *DeadLetter) reset() {

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -55,6 +56,10 @@ func goldenCases(c *Codecs) []struct {
 				UnitIDs: []UnitID{{IDType: "userID", Value: "u1"}, {IDType: "stableID", Value: "d1"}}, MetadataJSON: `{"country":"DE"}`}},
 			Metrics:  []Metric{},
 			Rejected: []ReasonCount{{Reason: "event_name_missing", Count: 2}},
+			RejectedRows: []RejectedRow{
+				{Position: 6001, Reason: "event_name_missing", Detail: "event_name is null", Values: map[string]string{"user_id": "u2"}},
+				{Position: 6002, Reason: "event_name_missing", Detail: "event_name is empty", Values: map[string]string{"event_name": "", "user_id": "u3"}},
+			},
 		}, func() any { return new(MappedBatch) }},
 		{"mapped_metrics", c.MappedBatch, &MappedBatch{
 			RunID: "run-3", ExtractID: "x-3", Project: "demo", Ingestion: "daily_metrics", Date: "2023-02-20",
@@ -62,7 +67,8 @@ func goldenCases(c *Codecs) []struct {
 			Events: []Event{},
 			Metrics: []Metric{{Position: 0, UnitID: "42", IDType: "companyID", Date: "2023-02-20", MetricName: "conversion",
 				MetricValue: 0.25, IsRatio: true, Numerator: 1, Denominator: 4}},
-			Rejected: []ReasonCount{},
+			Rejected:     []ReasonCount{},
+			RejectedRows: []RejectedRow{},
 		}, func() any { return new(MappedBatch) }},
 		{"reload_candidate", c.ReloadCandidate, &ReloadCandidate{
 			Project: "demo", Ingestion: "web_events", Date: "2023-02-20", Reason: "count", LoadedCount: 1000,
@@ -193,5 +199,80 @@ func TestDecodeRawBatchReuseClearsColumns(t *testing.T) {
 	col := reused.Columns[0]
 	if len(col.Strings) != 0 || len(col.Longs) != 1 || col.Longs[0] != 7 {
 		t.Fatalf("reused column kept the previous batch's values: %+v", col)
+	}
+}
+
+// A mapped batch written before rejected_rows existed (a mapper of the
+// previous release, still running during an upgrade) reads with no
+// rejected rows.
+func TestMappedBatchWithoutRejectedRows(t *testing.T) {
+	c, err := NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(mappedEventsSchema), &doc); err != nil {
+		t.Fatal(err)
+	}
+	fields := doc["fields"].([]any)
+	last := fields[len(fields)-1].(map[string]any)
+	if last["name"] != "rejected_rows" {
+		t.Fatalf("last field of MappedBatch is %v, want rejected_rows", last["name"])
+	}
+	doc["fields"] = fields[:len(fields)-1]
+	text, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer, err := avro.Parse(string(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &MappedBatch{RunID: "r", Kind: KindRows, Type: "events", Events: []Event{}, Metrics: []Metric{},
+		Rejected: []ReasonCount{{Reason: "event_name_missing", Count: 1}}}
+	data, err := avro.Marshal(writer, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolved, err := avro.NewSchemaCompatibility().Resolve(c.MappedBatch, writer)
+	if err != nil {
+		t.Fatalf("the schema cannot read a batch of the previous release: %v", err)
+	}
+	var got MappedBatch
+	if err := avro.Unmarshal(resolved, data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.RunID != "r" || len(got.RejectedRows) != 0 || len(got.Rejected) != 1 {
+		t.Fatalf("old batch read as %+v", got)
+	}
+}
+
+// Reused decodes must not carry a rejected row's values into the next
+// batch's row at the same index.
+func TestDecodeReusesRejectedRowsWithoutLeaking(t *testing.T) {
+	c, err := NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &MappedBatch{Kind: KindRows, RejectedRows: []RejectedRow{{Position: 1, Reason: "a", Values: map[string]string{"old": "x"}}}}
+	second := &MappedBatch{Kind: KindRows, RejectedRows: []RejectedRow{{Position: 2, Reason: "b", Values: map[string]string{"new": "y"}}}}
+	var reused MappedBatch
+	for _, v := range []*MappedBatch{first, second} {
+		data, err := c.Encode(c.MappedBatch, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Decode(c.MappedBatch, data, &reused); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(reused.RejectedRows) != 1 || !reflect.DeepEqual(reused.RejectedRows[0].Values, map[string]string{"new": "y"}) {
+		t.Fatalf("reused decode kept old values: %+v", reused.RejectedRows)
+	}
+}
+
+func TestDeadLetterKey(t *testing.T) {
+	if got := DeadLetterKey("demo", "run-1", 17); got != "demo/run-1/17" {
+		t.Fatalf("DeadLetterKey = %q, want demo/run-1/17", got)
 	}
 }

@@ -109,6 +109,33 @@ func DecodeRejected(data []byte) (map[string]int64, error) {
 	return m, nil
 }
 
+// EncodeValues encodes a rejected row's original values as a JSON object.
+func EncodeValues(values map[string]string) (string, error) {
+	if len(values) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(values)
+	if err != nil {
+		return "", fmt.Errorf("encode rejected row values: %w", err)
+	}
+	return string(b), nil
+}
+
+// DecodeValues parses stored rejected row values; never returns nil.
+func DecodeValues(data []byte) (map[string]string, error) {
+	m := map[string]string{}
+	if len(data) == 0 {
+		return m, nil
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("decode rejected row values: %w", err)
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	return m, nil
+}
+
 // BatchRejected sums a batch's reject counts by reason.
 func BatchRejected(b *schemas.MappedBatch) map[string]int64 {
 	if len(b.Rejected) == 0 {

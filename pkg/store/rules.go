@@ -103,6 +103,7 @@ func FinishRun(r *Run, end RunEnd, status string, t Tally, at time.Time) {
 	r.History = append(r.History, Stage{Status: status, At: at})
 	r.UpdatedAt = at
 	r.NotificationDue = true
+	r.DeadLettersDue = t.RejectedTotal() > 0
 }
 
 // RecordCounts keeps an unswapped extraction's counts on its run.

@@ -1,13 +1,13 @@
 // Package store is the event store: where mapped records land, where a day
 // becomes visible atomically, and where everything that must survive a
 // Redis flush lives (days loaded, their counts, run history, usage, due
-// webhook notifications).
+// webhook notifications, rejected rows not yet dead-lettered).
 //
 // Every effect of a run happens once: its rows become visible, its usage
 // is counted (keyed by project and run id), its history gets its one
-// terminal status and its notification becomes due, all in the
-// transaction of its terminal transition; after that, no extraction or
-// update of the run changes anything.
+// terminal status, its notification becomes due and so do its dead
+// letters, all in the transaction of its terminal transition; after that,
+// no extraction or update of the run changes anything.
 //
 // The decisions live here once (DaySwap, ApplyRunUpdate, in swap.go); a
 // backend implements SwapTx with its SQL and embeds a Writer. PostgreSQL
@@ -118,6 +118,11 @@ type Run struct {
 	// (AdvanceRun, FinishRun): SaveRun then makes the run's notification
 	// due in the same transaction. Reads leave it false.
 	NotificationDue bool `json:"-"`
+	// DeadLettersDue is set by the decision of a run that has rejected
+	// rows (a swap, or a failure on too many of them): SaveRun then makes
+	// the rejected rows of its extraction (ExtractID) due for the
+	// dead-letter topic in the same transaction. Reads leave it false.
+	DeadLettersDue bool `json:"-"`
 }
 
 // Stage is one status a run passed through.
@@ -172,10 +177,12 @@ type Store interface {
 	// Migrate creates or upgrades the store's tables. Idempotent.
 	Migrate(ctx context.Context) error
 
-	// StageBatches writes the records of ROWS batches under their
-	// extraction, in one transaction. A batch (extract_id, seq) staged
-	// before is skipped, so redelivery changes nothing. Staged rows are
-	// invisible to readers until CompleteRun swaps them in.
+	// StageBatches writes the records and the rejected rows
+	// (RejectedRows) of ROWS batches under their extraction, in one
+	// transaction. A batch (extract_id, seq) staged before is skipped, so
+	// redelivery changes nothing. Staged rows are invisible to readers
+	// until CompleteRun swaps them in; staged rejected rows are not due
+	// until CompleteRun decides their run.
 	StageBatches(ctx context.Context, batches []*schemas.MappedBatch) error
 
 	// CompleteRun makes the extraction's staged rows the day's rows, in one
@@ -235,6 +242,28 @@ type Store interface {
 	// calls it when it stops.
 	ReleaseNotifications(ctx context.Context, owner string) error
 
+	// The dead-letter outbox. The rejected rows StageBatches kept, keyed
+	// (project, extract_id, position), become due in the transaction
+	// that decides their run: a swap, or a failure on TooManyRejected.
+	// Only the extraction that decided the run (the run's ExtractID)
+	// counts: rows of an extraction that decided nothing (stale, a
+	// second extraction of an ended run, one abandoned for a retry) are
+	// dropped and never due, so a run's dead letters are its rejected
+	// rows, once, whatever extractions and redeliveries it took. Runs
+	// decided before the store had the outbox are not due.
+
+	// DueDeadLetters returns up to f.Limit runs whose dead letters are
+	// due, oldest decision first (updated_at, then run id).
+	DueDeadLetters(ctx context.Context, f DeadLetterFilter) ([]Run, error)
+	// RunRejects returns up to limit rejected rows of the run's deciding
+	// extraction with a position above after, by position: page with the
+	// last position seen, starting from -1.
+	RunRejects(ctx context.Context, project, runID string, after int64, limit int) ([]schemas.RejectedRow, error)
+	// MarkDeadLettersPublished ends a run's dead letters (every one was
+	// acknowledged by the topic): they are never due again, and their
+	// rows are deleted. Idempotent.
+	MarkDeadLettersPublished(ctx context.Context, project, runID string, at time.Time) error
+
 	Checkpoints
 
 	Close() error
@@ -247,6 +276,14 @@ type NotificationClaim struct {
 	At       time.Time
 	Lease    time.Duration
 	Limit    int
+}
+
+// DeadLetterFilter selects runs for DueDeadLetters.
+type DeadLetterFilter struct {
+	// DecidedBefore keeps runs decided (updated) before it; zero keeps
+	// all.
+	DecidedBefore time.Time
+	Limit         int
 }
 
 // UsageRow is one line of the usage ledger.

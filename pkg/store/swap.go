@@ -75,8 +75,9 @@ type RunTx interface {
 	LockRun(ctx context.Context, project, runID string, at time.Time) (r Run, exists bool, err error)
 	// SaveRun writes every field of r; exists is what LockRun said. When
 	// r.NotificationDue is set it also makes the run's notification due
-	// (see Store.ClaimNotifications); otherwise the notification's state
-	// stays as it is.
+	// (see Store.ClaimNotifications), and when r.DeadLettersDue is set
+	// its dead letters (see Store.DueDeadLetters); otherwise those states
+	// stay as they are.
 	SaveRun(ctx context.Context, r Run, exists bool) error
 }
 
@@ -104,12 +105,16 @@ type SwapTx interface {
 	// backend may skip an extraction that another transaction holds: that
 	// one is retired by its own completion or a later swap of the day.
 	RetireAbandoned(ctx context.Context, end RunEnd, keep int64) ([]int64, error)
-	// Purge deletes everything staged under the extractions xids: their
-	// records, and whatever else a backend stages per extraction. The
-	// extractions themselves and their batch bookkeeping stay, so a
-	// redelivered batch of a purged extraction is still recognised and
-	// skipped. No xids is a no-op.
+	// Purge deletes the records staged under the extractions xids, and
+	// whatever else a backend stages per extraction, except their rejected
+	// rows (see DropRejects). The extractions themselves and their batch
+	// bookkeeping stay, so a redelivered batch of a purged extraction is
+	// still recognised and skipped. No xids is a no-op.
 	Purge(ctx context.Context, xids []int64) error
+	// DropRejects deletes the rejected rows staged under the extractions
+	// xids: they decided no run, so they are never dead letters. No xids
+	// is a no-op.
+	DropRejects(ctx context.Context, xids []int64) error
 	// RecordUsage adds u to the usage ledger unless the ledger already
 	// holds a line of u's run (u.Project, u.RunID): usage is counted once
 	// per run that became visible, whichever extraction it was.
@@ -198,18 +203,22 @@ func (w Writer) RecordWarehouseCount(ctx context.Context, project, ingestion, da
 //   - AlreadyDone: the extraction was completed, failed or retired before
 //     (a redelivered END), or its run has ended (IsTerminal) through
 //     another extraction or an update: the extraction is retired
-//     (ExtractionDuplicate, its rows purged) and nothing else changes.
-//     So a run swaps, counts usage and records a terminal status once.
+//     (ExtractionDuplicate, its rows and rejected rows dropped) and
+//     nothing else changes. So a run swaps, counts usage, records a
+//     terminal status and has its dead letters once.
 //   - Stale: a run with a higher fence loaded the day; the extraction is
-//     retired, its run SUPERSEDED.
+//     retired (rows and rejected rows dropped), its run SUPERSEDED.
 //   - Incomplete: batches are missing; nothing changes.
 //   - ErrCountMismatch (an error): every batch is there but the rows do
 //     not add up to end.Rows.
 //   - TooManyRejected: the run FAILED with CategoryTooManyRejected; the
-//     extraction is retired; a loaded day keeps its rows.
-//   - Swapped: the day shows the extraction's rows; the day's previous
-//     extraction is replaced and older abandoned ones are retired, their
-//     rows purged.
+//     extraction is retired, its rejected rows due as the run's dead
+//     letters; a loaded day keeps its rows.
+//   - Swapped: the day shows the extraction's rows and its rejected rows
+//     are due as the run's dead letters; the day's previous extraction is
+//     replaced (its rows purged; its rejected rows stay until its own
+//     run's dead letters are published) and older abandoned ones are
+//     retired, their rows and rejected rows dropped.
 func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome, error) {
 	xid, state, err := tx.LockExtraction(ctx, end, at)
 	if err != nil {
@@ -226,7 +235,7 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 		if err := tx.SetExtractionState(ctx, xid, ExtractionDuplicate); err != nil {
 			return Incomplete, err
 		}
-		return AlreadyDone, tx.Purge(ctx, []int64{xid})
+		return AlreadyDone, retire(ctx, tx, []int64{xid})
 	}
 	day, err := lockDay(ctx, tx, end.Project, end.Ingestion, end.Date, end.Type)
 	if err != nil {
@@ -296,7 +305,10 @@ func swap(ctx context.Context, tx SwapTx, xid int64, day LockedDay, end RunEnd, 
 	if err != nil {
 		return err
 	}
-	if err := tx.Purge(ctx, append(gone, abandoned...)); err != nil {
+	if err := tx.Purge(ctx, gone); err != nil {
+		return err
+	}
+	if err := retire(ctx, tx, abandoned); err != nil {
 		return err
 	}
 	FinishRun(&run, end, day.Status, t, at)
@@ -307,14 +319,29 @@ func swap(ctx context.Context, tx SwapTx, xid int64, day LockedDay, end RunEnd, 
 		Trigger: run.Trigger, RunID: end.RunID, Rows: t.Mapped, At: at})
 }
 
+// retire drops everything staged under extractions that decided no run:
+// their rows and their rejected rows.
+func retire(ctx context.Context, tx SwapTx, xids []int64) error {
+	if err := tx.Purge(ctx, xids); err != nil {
+		return err
+	}
+	return tx.DropRejects(ctx, xids)
+}
+
 // discard ends an extraction without swapping: it takes state, its rows
 // go, and its run takes u (if that moves it forward) and keeps the
-// extraction's counts.
+// extraction's counts. A failed extraction decided its run, so its
+// rejected rows stay as the run's dead letters; a stale one's go.
 func discard(ctx context.Context, tx SwapTx, xid int64, state ExtractionState, end RunEnd, run Run, runExists bool, u RunUpdate, at time.Time) error {
 	if err := tx.SetExtractionState(ctx, xid, state); err != nil {
 		return err
 	}
-	if err := tx.Purge(ctx, []int64{xid}); err != nil {
+	decided := state == ExtractionFailed
+	if decided {
+		if err := tx.Purge(ctx, []int64{xid}); err != nil {
+			return err
+		}
+	} else if err := retire(ctx, tx, []int64{xid}); err != nil {
 		return err
 	}
 	u.RunID, u.Project, u.Ingestion, u.Type, u.Date, u.Trigger, u.Fence = end.RunID, end.Project, end.Ingestion, end.Type, end.Date, end.Trigger, end.Fence
@@ -323,6 +350,7 @@ func discard(ctx context.Context, tx SwapTx, xid int64, state ExtractionState, e
 	}
 	if t, err := tx.StagedTally(ctx, xid, end.Batches); err == nil {
 		RecordCounts(&run, end, t)
+		run.DeadLettersDue = decided && t.RejectedTotal() > 0
 	}
 	return tx.SaveRun(ctx, run, runExists)
 }

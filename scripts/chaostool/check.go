@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -101,11 +102,10 @@ func (m mismatch) String() string { return m.ingestion + " " + m.day + ": " + m.
 
 // check returns every mismatch; none means every day reconciles.
 func (r *reconciler) check(ctx context.Context) ([]mismatch, error) {
-	dl, err := r.deadLetters(ctx)
+	out, err := r.deadLetters(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []mismatch
 	for _, c := range checks {
 		want, err := r.warehouse(ctx, c)
 		if err != nil {
@@ -138,9 +138,6 @@ func (r *reconciler) check(ctx context.Context) ([]mismatch, error) {
 			}
 			if g.rejected != w.bad || g.extracted != g.loaded+g.rejected {
 				bad("rejected %d (extracted %d = loaded %d + rejected?), warehouse has %d bad rows", g.rejected, g.extracted, g.loaded, w.bad)
-			}
-			if n := dl[g.extractID]; n != g.rejected {
-				bad("dead-letter topic holds %d distinct rows of extraction %s, %d were rejected", n, g.extractID, g.rejected)
 			}
 		}
 	}
@@ -224,10 +221,13 @@ func (r *reconciler) store(ctx context.Context, c ingestionCheck) (map[string]st
 	return out, rows.Err()
 }
 
-// deadLetters reads the whole dead-letter topic and returns, per
-// extraction, how many distinct rejected rows it holds: at-least-once
-// delivery may repeat a dead letter, (extract_id, position) names it once.
-func (r *reconciler) deadLetters(ctx context.Context) (map[string]int64, error) {
+// deadLetters reads the whole dead-letter topic, deduplicates it by its
+// documented Kafka key (<project>/<run_id>/<position>: publication is at
+// least once, and a repeat carries the same key) and compares each run's
+// dead letters with the run's rejected count in the store. A run decided
+// by a swap or by too many rejected rows has one per rejected row; any
+// other run (superseded, failed otherwise, still running) has none.
+func (r *reconciler) deadLetters(ctx context.Context) ([]mismatch, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(r.kafka...), kgo.ConsumeTopics(r.dlTopic),
@@ -250,7 +250,9 @@ func (r *reconciler) deadLetters(ctx context.Context) (map[string]int64, error) 
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]map[int64]bool{}
+	var out []mismatch
+	type letter struct{ ingestion, date string }
+	byRun := map[string]map[string]letter{} // run id → key → its row's day
 	for len(remaining) > 0 {
 		f := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -262,18 +264,56 @@ func (r *reconciler) deadLetters(ctx context.Context) (map[string]int64, error) 
 				delete(remaining, rec.Partition)
 			}
 			var dl schemas.DeadLetter
-			if codecs.Decode(codecs.DeadLetter, rec.Value, &dl) != nil || dl.Position < 0 || dl.ExtractID == "" {
+			if codecs.Decode(codecs.DeadLetter, rec.Value, &dl) != nil || dl.Position < 0 || dl.Project != demo.ProjectName {
 				return
 			}
-			if seen[dl.ExtractID] == nil {
-				seen[dl.ExtractID] = map[int64]bool{}
+			key := string(rec.Key)
+			if want := schemas.DeadLetterKey(dl.Project, dl.RunID, dl.Position); key != want {
+				out = append(out, mismatch{dl.Ingestion, dl.Date, fmt.Sprintf("dead letter keyed %q, want %q", key, want)})
 			}
-			seen[dl.ExtractID][dl.Position] = true
+			if byRun[dl.RunID] == nil {
+				byRun[dl.RunID] = map[string]letter{}
+			}
+			byRun[dl.RunID][key] = letter{dl.Ingestion, dl.Date}
 		})
 	}
-	out := make(map[string]int64, len(seen))
-	for id, positions := range seen {
-		out[id] = int64(len(positions))
+	runs := pgx.Identifier{r.storeSchema, "runs"}.Sanitize()
+	rows, err := r.pool.Query(ctx, `SELECT run_id, ingestion, ds, status, error_category, rejected::text
+		FROM `+runs+` WHERE project = $1 AND status <> ''`, demo.ProjectName)
+	if err != nil {
+		return nil, fmt.Errorf("read store runs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var runID, ingestion, day, status, category, rejected string
+		if err := rows.Scan(&runID, &ingestion, &day, &status, &category, &rejected); err != nil {
+			return nil, err
+		}
+		var byReason map[string]int64
+		if err := json.Unmarshal([]byte(rejected), &byReason); err != nil {
+			return nil, fmt.Errorf("rejected counts of run %s: %w", runID, err)
+		}
+		var want int64
+		decided := vocab.Status(status).Loaded() ||
+			(vocab.Status(status) == vocab.StatusFailed && vocab.Category(category) == vocab.CategoryTooManyRejected)
+		if decided {
+			for _, n := range byReason {
+				want += n
+			}
+		}
+		if got := int64(len(byRun[runID])); got != want {
+			out = append(out, mismatch{ingestion, day, fmt.Sprintf("dead-letter topic holds %d distinct keys of run %s (%s), the run rejected %d", got, runID, status, want)})
+		}
+		delete(byRun, runID)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read store runs: %w", err)
+	}
+	for runID, letters := range byRun {
+		for _, l := range letters {
+			out = append(out, mismatch{l.ingestion, l.date, fmt.Sprintf("dead-letter topic holds %d rows of run %s, which the store does not have", len(letters), runID)})
+			break
+		}
 	}
 	return out, nil
 }

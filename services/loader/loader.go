@@ -1,9 +1,12 @@
 // Package loader materializes mapped records into the event store. ROWS
-// batches are staged idempotently (a redelivered batch changes nothing);
-// an END record swaps the day to its extraction's rows atomically, with the
-// day's status and counts in the same transaction; then the day's lease is
-// released so a queued request for it may run. Offsets are committed only
-// after all of that is durable.
+// batches are staged idempotently with their rejected rows (a redelivered
+// batch changes nothing); an END record swaps the day to its extraction's
+// rows atomically, with the day's status and counts in the same
+// transaction; then the day's lease is released so a queued request for
+// it may run. Offsets are committed only after all of that is durable.
+// Beside the consumer, a relay publishes the rejected rows of each
+// decided run to the dead-letter topic from the store's outbox (see
+// deadletters.go), once per run whatever its extractions and redeliveries.
 package loader
 
 import (
@@ -15,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
@@ -27,8 +31,10 @@ type Config struct {
 	Group            string // consumer group, default sluice-loader
 	MaxPollRecords   int
 	MaxRejectedShare float64 // a run rejecting more fails instead of loading
-	// DrainTimeout bounds the poll in hand once told to stop (default 30s).
+	// DrainTimeout bounds the poll in hand, and then the publication of
+	// the dead letters it decided, once told to stop (default 30s).
 	DrainTimeout time.Duration
+	DeadLetters  DeadLetterConfig
 }
 
 // Deps are the loader's collaborators.
@@ -55,6 +61,7 @@ type Service struct {
 	// decoded are reused across polls (Decode keeps their slices), so a
 	// steady load allocates no batches; handle runs on one goroutine.
 	decoded []*schemas.MappedBatch
+	relay   *deadLetterRelay
 
 	rows     *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
@@ -79,6 +86,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.MaxRejectedShare == 0 {
 		cfg.MaxRejectedShare = 1
 	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
 	if deps.Codecs == nil || deps.Store == nil || deps.Dispatcher == nil {
 		return nil, errors.New("loader: codecs, store and dispatcher are required")
 	}
@@ -98,13 +108,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Help:    "Time from a run's request to its outcome in the store, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 16)}, []string{"outcome"}),
 	}
-	if deps.Registry != nil {
-		for _, c := range []prometheus.Collector{s.rows, s.bytes, s.runs, s.stage, s.duration} {
-			if err := deps.Registry.Register(c); err != nil {
-				return nil, fmt.Errorf("register loader metrics: %w", err)
-			}
-		}
-	}
 	// Bound what a fetch buffers ahead of the polls: mapped batches compress
 	// about 5x, so 4 MiB fetched is some 20 MiB of records in memory.
 	opts := append(kafka.GroupOpts(s.consumerConfig()), kgo.FetchMaxBytes(4<<20), kgo.FetchMaxPartitionBytes(4<<20))
@@ -113,6 +116,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s.client = cl
+	s.relay = newDeadLetterRelay(cfg.DeadLetters, deps, cl)
+	if deps.Registry != nil {
+		for _, c := range []prometheus.Collector{s.rows, s.bytes, s.runs, s.stage, s.duration, s.relay.published} {
+			if err := deps.Registry.Register(c); err != nil {
+				cl.Close()
+				return nil, fmt.Errorf("register loader metrics: %w", err)
+			}
+		}
+	}
 	return s, nil
 }
 
@@ -125,10 +137,19 @@ func (s *Service) consumerConfig() kafka.ConsumerConfig {
 	}
 }
 
-// Run loads until ctx is cancelled.
+// Run loads, and publishes decided runs' dead letters, until ctx is
+// cancelled; then the consumer drains and commits, the relay publishes
+// what the last poll decided, and the client closes.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.client.Close()
-	return kafka.Consume(ctx, s.client, s.consumerConfig(), s.deps.Logger, s.handle)
+	consumed := make(chan struct{})
+	var g errgroup.Group
+	g.Go(func() error {
+		defer close(consumed)
+		return kafka.Consume(ctx, s.client, s.consumerConfig(), s.deps.Logger, s.handle)
+	})
+	g.Go(func() error { return s.relay.run(ctx, consumed, s.cfg.DrainTimeout) })
+	return g.Wait()
 }
 
 // handle stages a poll's ROWS batches in one transaction, then finishes
@@ -237,6 +258,10 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 		attrs = append(attrs, "duration_ms", took.Milliseconds())
 	}
 	log.Info("run finished", attrs...)
+	if outcome == store.Swapped || outcome == store.TooManyRejected {
+		// This END decided the run: its rejected rows are due.
+		s.relay.queue(m.Project, m.RunID)
+	}
 	if err := s.deps.Dispatcher.Release(ctx, day, m.RunID); err != nil {
 		return fmt.Errorf("release day %s: %w", day, err)
 	}

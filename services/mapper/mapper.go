@@ -1,9 +1,13 @@
 // Package mapper turns raw warehouse rows into canonical events and
 // metrics. Each raw-rows batch becomes one mapped-events batch with the
-// same key and sequence number, carrying its per-reason reject counts; every
-// rejected row goes to the dead-letter topic with its reason and original
-// values. END and FAILED markers pass through, so the loader sees a run's
-// records and then its end, in order. Per run: extracted = mapped + rejected.
+// same key and sequence number, carrying its per-reason reject counts and
+// every rejected row with its reason and original values; the loader
+// stages those with the batch and publishes them to the dead-letter topic
+// once the run is decided, so a redelivered batch or a redone extraction
+// does not dead-letter a row twice. END and FAILED markers pass through,
+// so the loader sees a run's records and then its end, in order. Per run:
+// extracted = mapped + rejected. Only a message that does not decode goes
+// to the dead-letter topic from here: it has no run.
 package mapper
 
 import (
@@ -151,9 +155,8 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 		RunID: raw.RunID, ExtractID: raw.ExtractID, Project: raw.Project, Ingestion: raw.Ingestion,
 		Date: raw.Date, Trigger: raw.Trigger, Fence: raw.Fence, Kind: raw.Kind, Seq: raw.Seq,
 		RowCount: raw.RowCount, ErrorCategory: raw.ErrorCategory, ErrorMessage: raw.ErrorMessage, Fingerprint: raw.Fingerprint,
-		Events: m.Events[:0], Metrics: m.Metrics[:0], Rejected: m.Rejected[:0],
+		Events: m.Events[:0], Metrics: m.Metrics[:0], Rejected: m.Rejected[:0], RejectedRows: m.RejectedRows[:0],
 	}
-	var dead []*kgo.Record
 	if ing, ok := s.deps.Settings.Ingestion(raw.Project, raw.Ingestion); ok {
 		m.Type = ing.Type
 	}
@@ -166,21 +169,14 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 			m.ErrorCategory = "SETUP_ERROR"
 			m.ErrorMessage = err.Error()
 		} else {
-			var rejectErr error
 			mp.Map(raw, m, func(r mapping.Rejection) {
-				rec, err := s.deadLetter(rec, schemas.DeadLetter{
-					Reason: r.Reason, Detail: r.Detail, RunID: raw.RunID, ExtractID: raw.ExtractID,
-					Project: raw.Project, Ingestion: raw.Ingestion, Date: raw.Date, Position: r.Position,
-					Values: r.Values(),
-				})
-				if err != nil && rejectErr == nil {
-					rejectErr = err
+				values := r.Values()
+				if values == nil {
+					values = map[string]string{}
 				}
-				dead = append(dead, rec)
+				m.RejectedRows = append(m.RejectedRows, schemas.RejectedRow{
+					Position: r.Position, Reason: r.Reason, Detail: r.Detail, Values: values})
 			})
-			if rejectErr != nil {
-				return nil, rejectErr
-			}
 			mapped := len(m.Events) + len(m.Metrics)
 			s.rows.WithLabelValues(raw.Ingestion, "mapped").Add(float64(mapped))
 			for _, rc := range m.Rejected {
@@ -193,8 +189,7 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode mapped batch %d of run %s: %w", m.Seq, m.RunID, err)
 	}
-	out := append(dead, &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicMappedEvents), Key: rec.Key, Value: data})
-	return out, nil
+	return []*kgo.Record{{Topic: s.deps.Kafka.Topic(schemas.TopicMappedEvents), Key: rec.Key, Value: data}}, nil
 }
 
 func (s *Service) mapperFor(project, ingestion string) (*mapping.Mapper, error) {

@@ -413,6 +413,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("each rejected row is dead-lettered once, keyed by its run", func(t *testing.T) {
+		s.assertDeadLetters(t, demo.WebEvents, days)
+		s.assertDeadLetters(t, demo.DailyMetrics, days)
+	})
+
 	t.Run("mark_data_ready loads the api-triggered day, then rate-limits", func(t *testing.T) {
 		day := days[1]
 		resp, body := s.post("/v1/mark_data_ready_dwh", fmt.Sprintf(`{"datestamps": %q, "type": "events"}`, day))

@@ -174,6 +174,17 @@ CREATE TABLE IF NOT EXISTS usage (
 	rows_loaded BIGINT NOT NULL,
 	loaded_at   TIMESTAMPTZ NOT NULL
 );
+-- Rejected rows, staged with their batch's rows, until their run's dead
+-- letters are published (see store.Store); keyed (project, extract_id,
+-- position), which the batch bookkeeping keeps unique.
+CREATE TABLE IF NOT EXISTS rejected_rows (
+	project    VARCHAR NOT NULL,
+	extract_id VARCHAR NOT NULL,
+	position   BIGINT NOT NULL,
+	reason     VARCHAR NOT NULL,
+	detail     VARCHAR NOT NULL,
+	row_values VARCHAR NOT NULL -- JSON object column -> text
+);
 CREATE OR REPLACE VIEW visible_events AS
 	SELECT e.project, e.ingestion, e.ds, e.position, e.event_name, e.event_value,
 	       e.time, e.unit_ids, e.metadata, d.visible_run_id AS run_id
@@ -200,6 +211,12 @@ var upgrades = []string{
 	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_owner VARCHAR DEFAULT ''`,
 	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notify_until TIMESTAMPTZ`,
 	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS notified_at TIMESTAMPTZ`,
+	// The dead-letter outbox (see store.Store): dead_letters_state is
+	// 'due' from the decision of a run with rejected rows until
+	// MarkDeadLettersPublished makes it 'published'; runs decided before
+	// the outbox existed keep ''.
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS dead_letters_state VARCHAR DEFAULT ''`,
+	`ALTER TABLE runs ADD COLUMN IF NOT EXISTS dead_letters_at TIMESTAMPTZ`,
 }
 
 // Migrate creates the tables and views and upgrades older stores.

@@ -44,13 +44,16 @@ func BenchmarkDuckDBStageAndSwap(b *testing.B) {
 
 // mainTables turns a migrated store back into what the code of commit
 // cd14462 created (usage keyed by extraction, runs without a notification
-// state) and fills it as that code did.
+// state, no dead-letter outbox) and fills it as that code did.
 const mainTables = `
 DROP INDEX usage_run;
 ALTER TABLE runs DROP COLUMN notify_state;
 ALTER TABLE runs DROP COLUMN notify_owner;
 ALTER TABLE runs DROP COLUMN notify_until;
 ALTER TABLE runs DROP COLUMN notified_at;
+ALTER TABLE runs DROP COLUMN dead_letters_state;
+ALTER TABLE runs DROP COLUMN dead_letters_at;
+DROP TABLE rejected_rows;
 -- run r1 was swapped in twice (the bug of issue 12), r2 once.
 INSERT INTO usage VALUES
 	(1, 'p1', 'ev', '2024-02-01', 'scheduled', 'r1', 50000, '2024-02-02 10:00:00+00'),

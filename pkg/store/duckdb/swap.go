@@ -104,6 +104,23 @@ func (t swapTx) Purge(ctx context.Context, xids []int64) error {
 	return nil
 }
 
+// DropRejects deletes the rejected rows staged under xids.
+func (t swapTx) DropRejects(ctx context.Context, xids []int64) error {
+	if len(xids) == 0 {
+		return nil
+	}
+	marks := strings.TrimSuffix(strings.Repeat("?,", len(xids)), ",")
+	args := make([]any, len(xids))
+	for i, x := range xids {
+		args[i] = x
+	}
+	if _, err := t.c.ExecContext(ctx, `DELETE FROM rejected_rows WHERE (project, extract_id) IN
+		(SELECT project, extract_id FROM extractions WHERE xid IN (`+marks+`))`, args...); err != nil {
+		return fmt.Errorf("delete rejected rows of extractions %v: %w", xids, err)
+	}
+	return nil
+}
+
 // RecordUsage adds the run's line to the usage ledger, once per run.
 func (t swapTx) RecordUsage(ctx context.Context, u store.Usage) error {
 	if _, err := t.c.ExecContext(ctx, `INSERT INTO usage
@@ -212,18 +229,20 @@ func (t swapTx) SaveRun(ctx context.Context, r store.Run, exists bool) error {
 	}
 	args := []any{r.Ingestion, r.Type, r.Date, r.Trigger, r.Fence, r.Status, r.ExtractID, r.Extracted,
 		r.Mapped, rejected, r.ErrorCategory, r.ErrorMessage, r.Message, history,
-		r.CreatedAt, r.UpdatedAt, r.NotificationDue, r.Project, r.RunID}
+		r.CreatedAt, r.UpdatedAt, r.NotificationDue, r.DeadLettersDue, r.Project, r.RunID}
 	if exists {
 		_, err = t.c.ExecContext(ctx, `UPDATE runs SET ingestion = ?, type = ?, ds = ?, trigger = ?, fence = ?,
 			status = ?, extract_id = ?, extracted = ?, mapped = ?, rejected = ?, error_category = ?,
 			error_message = ?, message = ?, history = ?, created_at = ?, updated_at = ?,
-			notify_state = CASE WHEN ? THEN 'due' ELSE notify_state END
+			notify_state = CASE WHEN ? THEN 'due' ELSE notify_state END,
+			dead_letters_state = CASE WHEN ? THEN 'due' ELSE dead_letters_state END
 			WHERE project = ? AND run_id = ?`, args...)
 	} else {
 		_, err = t.c.ExecContext(ctx, `INSERT INTO runs (ingestion, type, ds, trigger, fence, status, extract_id,
 			extracted, mapped, rejected, error_category, error_message, message, history, created_at,
-			updated_at, notify_state, project, run_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN 'due' ELSE '' END, ?, ?)`, args...)
+			updated_at, notify_state, dead_letters_state, project, run_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN 'due' ELSE '' END,
+				CASE WHEN ? THEN 'due' ELSE '' END, ?, ?)`, args...)
 	}
 	if err != nil {
 		return fmt.Errorf("save run %s: %w", r.RunID, err)

@@ -15,7 +15,7 @@ import (
 )
 
 // StageBatches appends the rows of new ROWS batches, tagged with their
-// extraction, in one transaction. Batches staged before, and batches of an
+// extraction, and their rejected rows, in one transaction. Batches staged before, and batches of an
 // extraction that already completed, failed or went stale, are skipped.
 func (s *Store) StageBatches(ctx context.Context, batches []*schemas.MappedBatch) error {
 	bs := store.StageableBatches(batches)
@@ -59,6 +59,9 @@ func (s *Store) StageBatches(ctx context.Context, batches []*schemas.MappedBatch
 			}
 			fresh = append(fresh, b)
 		}
+		if err := appendRejects(c, fresh); err != nil {
+			return err
+		}
 		return appendRows(c, fresh, xids)
 	})
 	if err != nil {
@@ -82,6 +85,35 @@ func stagedSeqs(ctx context.Context, c *sql.Conn, xid int64) (map[int64]bool, er
 		seqs[seq] = true
 	}
 	return seqs, rows.Err()
+}
+
+// appendRejects keeps the rejected rows of bs, the batches not staged before.
+func appendRejects(c *sql.Conn, bs []*schemas.MappedBatch) error {
+	n := 0
+	for _, b := range bs {
+		n += len(b.RejectedRows)
+	}
+	if n == 0 {
+		return nil
+	}
+	err := appender(c, "rejected_rows", func(a *duckdbdrv.Appender) error {
+		for _, b := range bs {
+			for _, r := range b.RejectedRows {
+				v, err := store.EncodeValues(r.Values)
+				if err != nil {
+					return err
+				}
+				if err := a.AppendRow(b.Project, b.ExtractID, r.Position, r.Reason, r.Detail, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append %d rejected rows: %w", n, err)
+	}
+	return nil
 }
 
 func appendRows(c *sql.Conn, bs []*schemas.MappedBatch, xids map[string]int64) error {

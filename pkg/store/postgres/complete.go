@@ -93,6 +93,18 @@ func (t swapTx) Purge(ctx context.Context, xids []int64) error {
 	return nil
 }
 
+// DropRejects deletes the rejected rows staged under xids.
+func (t swapTx) DropRejects(ctx context.Context, xids []int64) error {
+	if len(xids) == 0 {
+		return nil
+	}
+	if _, err := t.tx.Exec(ctx, t.s.q(`DELETE FROM {s}.rejected_rows r USING {s}.extractions x
+		WHERE x.xid = ANY($1) AND r.project = x.project AND r.extract_id = x.extract_id`), xids); err != nil {
+		return fmt.Errorf("delete rejected rows of extractions %v: %w", xids, err)
+	}
+	return nil
+}
+
 // RecordUsage adds the run's line to the usage ledger, once per run.
 func (t swapTx) RecordUsage(ctx context.Context, u store.Usage) error {
 	if _, err := t.tx.Exec(ctx, t.s.q(`INSERT INTO {s}.usage (xid, project, ingestion, ds, trigger, run_id, rows_loaded, loaded_at)
@@ -172,11 +184,13 @@ func (t swapTx) SaveRun(ctx context.Context, r store.Run, _ bool) error {
 	_, err = t.tx.Exec(ctx, t.s.q(`UPDATE {s}.runs SET ingestion = $3, type = $4, ds = $5, trigger = $6, fence = $7,
 		status = $8, extract_id = $9, extracted = $10, mapped = $11, rejected = $12::jsonb,
 		error_category = $13, error_message = $14, message = $15, history = $16::jsonb,
-		created_at = $17, updated_at = $18, notify_state = CASE WHEN $19 THEN 'due' ELSE notify_state END
+		created_at = $17, updated_at = $18, notify_state = CASE WHEN $19 THEN 'due' ELSE notify_state END,
+		dead_letters_state = CASE WHEN $20 THEN 'due' ELSE dead_letters_state END
 		WHERE project = $1 AND run_id = $2`),
 		r.Project, r.RunID, r.Ingestion, r.Type, r.Date, r.Trigger, r.Fence,
 		r.Status, r.ExtractID, r.Extracted, r.Mapped, rejected,
-		r.ErrorCategory, r.ErrorMessage, r.Message, history, r.CreatedAt, r.UpdatedAt, r.NotificationDue)
+		r.ErrorCategory, r.ErrorMessage, r.Message, history, r.CreatedAt, r.UpdatedAt, r.NotificationDue,
+		r.DeadLettersDue)
 	if err != nil {
 		return fmt.Errorf("save run %s: %w", r.RunID, err)
 	}

@@ -8,7 +8,8 @@
 // joins on the pointer (the visible_events and visible_metrics views), so a
 // reader sees the old extraction or the new one, never a mix. Rows of
 // replaced, stale, failed and duplicate extractions are deleted in the
-// same transaction. The decisions are store.DaySwap's; this package is
+// same transaction. Rejected rows wait in rejected_rows, keyed by their
+// extraction, until their run's dead letters are published. The decisions are store.DaySwap's; this package is
 // their SQL (store.SwapTx).
 package postgres
 
@@ -212,6 +213,17 @@ CREATE TABLE IF NOT EXISTS {s}.usage (
 	loaded_at   timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_project_ds ON {s}.usage (project, ds);
+-- Rejected rows, staged with their batch's rows, until their run's dead
+-- letters are published (see store.Store); "values" is a keyword.
+CREATE TABLE IF NOT EXISTS {s}.rejected_rows (
+	project    text NOT NULL,
+	extract_id text NOT NULL,
+	position   bigint NOT NULL,
+	reason     text NOT NULL,
+	detail     text NOT NULL,
+	row_values jsonb NOT NULL,
+	PRIMARY KEY (project, extract_id, position)
+);
 -- Upgrades of stores created by older code, each done once: they take
 -- locks that every start must not take again.
 DO $upgrade$ BEGIN
@@ -234,8 +246,18 @@ DO $upgrade$ BEGIN
 			ADD COLUMN notify_until timestamptz,
 			ADD COLUMN notified_at timestamptz;
 	END IF;
+	-- The dead-letter outbox (see store.Store): dead_letters_state is
+	-- 'due' from the decision of a run with rejected rows until
+	-- MarkDeadLettersPublished makes it 'published'; runs decided before
+	-- the outbox existed keep ''.
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = to_regclass('{s}.runs') AND attname = 'dead_letters_state' AND NOT attisdropped) THEN
+		ALTER TABLE {s}.runs ADD COLUMN dead_letters_state text NOT NULL DEFAULT '',
+			ADD COLUMN dead_letters_at timestamptz;
+	END IF;
 END $upgrade$;
 CREATE INDEX IF NOT EXISTS runs_notify_due ON {s}.runs (project, updated_at) WHERE notify_state = 'due';
+CREATE INDEX IF NOT EXISTS runs_dead_letters_due ON {s}.runs (updated_at) WHERE dead_letters_state = 'due';
 CREATE OR REPLACE VIEW {s}.visible_events AS
 	SELECT e.project, e.ingestion, e.ds, e.position, e.event_name, e.event_value,
 	       e.time, e.unit_ids, e.metadata, d.visible_run_id AS run_id

@@ -143,13 +143,16 @@ func BenchmarkPostgresPlainCopy(b *testing.B) {
 
 // mainTables turns a migrated store back into what the code of commit
 // cd14462 created (usage keyed by extraction, runs without a notification
-// state) and fills it as that code did.
+// state, no dead-letter outbox) and fills it as that code did.
 const mainTables = `
 DROP INDEX %[1]s.usage_run;
 ALTER TABLE %[1]s.usage ADD PRIMARY KEY (xid);
 DROP INDEX %[1]s.runs_notify_due;
 ALTER TABLE %[1]s.runs DROP COLUMN notify_state, DROP COLUMN notify_owner, DROP COLUMN notify_until,
 	DROP COLUMN notified_at;
+DROP INDEX %[1]s.runs_dead_letters_due;
+ALTER TABLE %[1]s.runs DROP COLUMN dead_letters_state, DROP COLUMN dead_letters_at;
+DROP TABLE %[1]s.rejected_rows;
 -- run r1 was swapped in twice (the bug of issue 12), r2 once.
 INSERT INTO %[1]s.usage VALUES
 	(1, 'p1', 'ev', '2024-02-01', 'scheduled', 'r1', 50000, '2024-02-02 10:00:00+00'),

@@ -16,9 +16,10 @@ import (
 )
 
 // StageBatches writes the rows of new ROWS batches by binary COPY, tagged
-// with their extraction, in one transaction. Batches staged before, and
-// batches of an extraction that already completed, failed or went stale,
-// are skipped. Other kinds (END, FAILED) carry no rows and are ignored.
+// with their extraction, and their rejected rows, in one transaction.
+// Batches staged before, and batches of an extraction that already
+// completed, failed or went stale, are skipped. Other kinds (END, FAILED)
+// carry no rows and are ignored.
 func (s *Store) StageBatches(ctx context.Context, batches []*schemas.MappedBatch) error {
 	bs := store.StageableBatches(batches)
 	if len(bs) == 0 {
@@ -31,6 +32,9 @@ func (s *Store) StageBatches(ctx context.Context, batches []*schemas.MappedBatch
 		}
 		fresh, err := s.claimBatches(ctx, tx, bs, xids)
 		if err != nil {
+			return err
+		}
+		if err := s.stageRejects(ctx, tx, fresh); err != nil {
 			return err
 		}
 		return s.copyRows(ctx, tx, fresh, xids)
@@ -127,6 +131,33 @@ func (s *Store) claimBatches(ctx context.Context, tx pgx.Tx, bs []*schemas.Mappe
 		}
 	}
 	return fresh, nil
+}
+
+// stageRejects keeps the rejected rows of bs, the batches just claimed.
+func (s *Store) stageRejects(ctx context.Context, tx pgx.Tx, bs []*schemas.MappedBatch) error {
+	var (
+		projects, extracts, reasons, details, values []string
+		positions                                    []int64
+	)
+	for _, b := range bs {
+		for _, r := range b.RejectedRows {
+			v, err := store.EncodeValues(r.Values)
+			if err != nil {
+				return err
+			}
+			projects, extracts, positions = append(projects, b.Project), append(extracts, b.ExtractID), append(positions, r.Position)
+			reasons, details, values = append(reasons, r.Reason), append(details, r.Detail), append(values, v)
+		}
+	}
+	if len(positions) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, s.q(`INSERT INTO {s}.rejected_rows (project, extract_id, position, reason, detail, row_values)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]::jsonb[])
+		ON CONFLICT DO NOTHING`), projects, extracts, positions, reasons, details, values); err != nil {
+		return fmt.Errorf("stage %d rejected rows: %w", len(positions), err)
+	}
+	return nil
 }
 
 func (s *Store) copyRows(ctx context.Context, tx pgx.Tx, bs []*schemas.MappedBatch, xids map[string]int64) error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,7 @@ func (l Load) withDefaults() Load {
 // Batches returns the extraction's ROWS batches, seq 0..n-1. Every event
 // carries the extract id as its value, so a reader can tell extractions
 // apart. An extraction with only rejected rows still has one batch.
+// Batch 0 carries the rejected rows (see Rejects).
 func (l Load) Batches() []*schemas.MappedBatch {
 	l = l.withDefaults()
 	typ := "events"
@@ -82,6 +84,7 @@ func (l Load) Batches() []*schemas.MappedBatch {
 				b.Rejected = append(b.Rejected, schemas.ReasonCount{Reason: reason, Count: c})
 				b.RowCount += c
 			}
+			b.RejectedRows = l.Rejects()
 		}
 		for i := first; i < first+n; i++ {
 			if l.Metrics {
@@ -94,6 +97,28 @@ func (l Load) Batches() []*schemas.MappedBatch {
 		first += n
 		if n == 0 {
 			break
+		}
+	}
+	return out
+}
+
+// Rejects are the extraction's rejected rows, by position: after the
+// mapped rows, by reason in name order. Their values name the extraction,
+// so a reader can tell extractions apart.
+func (l Load) Rejects() []schemas.RejectedRow {
+	l = l.withDefaults()
+	reasons := make([]string, 0, len(l.Rejected))
+	for reason := range l.Rejected {
+		reasons = append(reasons, reason)
+	}
+	sort.Strings(reasons)
+	var out []schemas.RejectedRow
+	pos := int64(l.Rows)
+	for _, reason := range reasons {
+		for range l.Rejected[reason] {
+			out = append(out, schemas.RejectedRow{Position: pos, Reason: reason, Detail: reason + " at " + fmt.Sprint(pos),
+				Values: map[string]string{"extract": l.ExtractID, "note": `ü \ "q"`}})
+			pos++
 		}
 	}
 	return out
@@ -162,6 +187,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"TwoExtractionsOfOneRunCountOnce", testTwoExtractionsOfOneRun},
 		{"EndedRunIgnoresLaterExtractions", testEndedRunIgnoresExtractions},
 		{"NotificationOutbox", testNotificationOutbox},
+		{"DeadLetterOutbox", testDeadLetterOutbox},
+		{"DeadLettersOfOneRunOnce", testDeadLettersOfOneRunOnce},
 		{"Checkpoints", testCheckpoints},
 	}
 	for _, tt := range tests {
@@ -943,8 +970,16 @@ func CheckUpgrade(t *testing.T, s store.Store) {
 	if usage, _ := s.Usage(ctx, "p1", "2024-02-01", "2024-02-01"); len(usage) != 1 || usage[0].RowsLoaded != 50000 {
 		t.Fatalf("usage of r1 = %+v", usage)
 	}
-	// A new run still counts.
-	load(t, s, Load{Project: "p1", Ingestion: "ev", Date: "2024-02-03", RunID: "r3", ExtractID: "x4", Rows: 4}, store.Swapped)
+	// Runs decided before the dead-letter outbox existed are not due.
+	if due := dueDeadLetters(t, s, time.Time{}); len(due) != 0 {
+		t.Fatalf("an upgraded store dead-letters its old runs: %v", due)
+	}
+	// A new run still counts, and its rejected row is due.
+	load(t, s, Load{Project: "p1", Ingestion: "ev", Date: "2024-02-03", RunID: "r3", ExtractID: "x4", Rows: 4,
+		Rejected: map[string]int64{"bad_time": 1}}, store.Swapped)
+	if due := dueDeadLetters(t, s, time.Time{}); !reflect.DeepEqual(due, []string{"r3"}) {
+		t.Fatalf("dead letters due after the upgrade = %v, want the new run r3 only", due)
+	}
 	if usage, _ := s.Usage(ctx, "p1", "2024-02-03", ""); len(usage) != 1 || usage[0].RowsLoaded != 4 {
 		t.Fatalf("usage of r3 = %+v", usage)
 	}
