@@ -90,6 +90,8 @@ type reconciler struct {
 	kafka       []string
 	dlTopic     string
 	days        []string
+	// effects checks what runs produce besides rows (check_effects.go).
+	effects *effects
 }
 
 // mismatch is one way a day is wrong.
@@ -143,6 +145,13 @@ func (r *reconciler) check(ctx context.Context) ([]mismatch, error) {
 				bad("dead-letter topic holds %d distinct rows of extraction %s, %d were rejected", n, g.extractID, g.rejected)
 			}
 		}
+	}
+	if r.effects != nil {
+		more, err := r.effects.check(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, more...)
 	}
 	return out, nil
 }
