@@ -127,7 +127,9 @@ func (w *snowflakeWH) check(e *effects) func(ctx context.Context) ([]mismatch, e
 			return nil, fmt.Errorf("read the Snowflake day: %w", err)
 		}
 		var out []mismatch
-		bad := func(format string, args ...any) { out = append(out, mismatch{sfIngestion, day, fmt.Sprintf(format, args...)}) }
+		bad := func(format string, args ...any) {
+			out = append(out, mismatch{sfIngestion, day, fmt.Sprintf(format, args...)})
+		}
 		n := int64(w.rows)
 		if vocab.Status(status) != vocab.StatusSuccessful {
 			bad("status %q, want loaded", status)

@@ -96,7 +96,7 @@ func (rc *receiver) summary() string {
 			}
 		}
 	}
-	return fmt.Sprintf("webhooks: %d POSTs of %d notifications, %d repeated ids (%d across a SIGKILLed notifier or a PostgreSQL restart, the documented gap), %d without %s",
+	return fmt.Sprintf("webhooks: %d POSTs of %d notifications, %d repeats of an id already received (%d across a SIGKILLed notifier or a PostgreSQL restart, the documented gap), %d without %s",
 		posts, len(rc.got), repeats, excused, rc.noID, notify.HeaderID)
 }
 
@@ -117,12 +117,12 @@ func wantEvent(status vocab.Status, trigger vocab.Trigger) string {
 
 // outboxRun is one run as the webhook check reads it.
 type outboxRun struct {
-	project, runID    string
-	status            vocab.Status
-	trigger           vocab.Trigger
-	state, owner      string
-	until             *time.Time
-	updated           time.Time
+	project, runID string
+	status         vocab.Status
+	trigger        vocab.Trigger
+	state, owner   string
+	until          *time.Time
+	updated        time.Time
 }
 
 // check compares what the receiver got with the runs in the store: every
