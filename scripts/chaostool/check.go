@@ -91,6 +91,8 @@ type reconciler struct {
 	kafka       []string
 	dlTopic     string
 	days        []string
+	// effects checks what runs produce besides rows (check_effects.go).
+	effects *effects
 }
 
 // mismatch is one way a day is wrong.
@@ -140,6 +142,13 @@ func (r *reconciler) check(ctx context.Context) ([]mismatch, error) {
 				bad("rejected %d (extracted %d = loaded %d + rejected?), warehouse has %d bad rows", g.rejected, g.extracted, g.loaded, w.bad)
 			}
 		}
+	}
+	if r.effects != nil {
+		more, err := r.effects.check(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, more...)
 	}
 	return out, nil
 }

@@ -10,7 +10,11 @@
 // warehouse: counts, content checksum, no duplicates, no loss, every
 // rejected row accounted for and dead-lettered.
 //
-//	go run ./scripts/chaostool [--short] [--days N] [--rows N] [--seed S]
+// Besides the rows, every scenario checks what runs produce: usage, run
+// histories, day statuses and the webhooks a receiver in the suite's
+// process counts (check_effects.go, webhooks.go).
+//
+//	go run ./scripts/chaostool [--short] [--days N] [--rows N] [--seed S] [--only 6,7]
 package main
 
 import (
@@ -65,6 +69,7 @@ type options struct {
 	keep     bool   // keep the database and work directory
 	logLevel string // the services' --log-level (default warn)
 	logEvery bool
+	only     string // scenarios to run: numbers or name fragments, comma-separated; all when empty
 }
 
 func main() {
@@ -79,6 +84,7 @@ func main() {
 	fs.StringVar(&o.bin, "bin", "", "a built sluice binary (default: go build ./services/sluice)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the database and the work directory (logs) afterwards")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "the services' log level (their logs are in the work directory)")
+	fs.StringVar(&o.only, "only", "", "run only these scenarios: numbers (as --short or the full run lists them) or name fragments, comma-separated, e.g. 6,7 or snowflake")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -142,6 +148,14 @@ type suite struct {
 	broker   *proc
 	procs    map[string]*proc
 	rec      *reconciler
+	hooks    *receiver    // the project's webhook
+	sf       *snowflakeWH // the Snowflake warehouse of sfIngestion
+	all      *proc        // sluice run --target=all, while a scenario runs it instead of the services
+	allSeen  *proc        // the last such process, for the report
+	bin      string
+	cfgPath  string
+	httpAddr string // the trigger's API
+	env      []string
 	rounds   map[string]int
 	pgMajor  string
 	results  []result
@@ -168,11 +182,19 @@ func run(ctx context.Context, o options, stdout io.Writer) int {
 		logf("set up: %v", err)
 		return 1
 	}
-	for _, sc := range s.scenarios() {
+	scenarios, err := s.scenarios()
+	if err != nil {
+		logf("%v", err)
+		return 2
+	}
+	for _, sc := range scenarios {
 		if ctx.Err() != nil {
 			break
 		}
 		s.runScenario(ctx, sc)
+	}
+	if ctx.Err() == nil {
+		s.awaitHeldWebhooks(ctx)
 	}
 	return s.report(stdout)
 }
@@ -213,6 +235,7 @@ func (s *suite) setUp(ctx context.Context) (func(), error) {
 			return cleanup, fmt.Errorf("go build ./services/sluice: %w", err)
 		}
 	}
+	s.bin = bin
 
 	// PostgreSQL: one database of our own for the warehouse and the store.
 	admin, err := pgx.Connect(ctx, adminDSN)
@@ -283,36 +306,85 @@ func (s *suite) setUp(ctx context.Context) (func(), error) {
 		return cleanup, err
 	}
 
+	// The project's webhook and the Snowflake warehouse run in this
+	// process.
+	if s.hooks, err = startReceiver(); err != nil {
+		return cleanup, err
+	}
+	undo = append(undo, s.hooks.close)
+	sfRows := 8 * sfChunkRows
+	if s.o.short {
+		sfRows = 4 * sfChunkRows
+	}
+	if s.sf, err = startSnowflake(s.spec.LastDay, sfRows); err != nil {
+		return cleanup, err
+	}
+	undo = append(undo, s.sf.close)
+
 	httpPort, err := freePort()
 	if err != nil {
 		return cleanup, err
 	}
-	cfgPath := filepath.Join(dir, "sluice.yaml")
-	if err := s.writeConfig(cfgPath, brokerAddr, dsn, "127.0.0.1:"+strconv.Itoa(httpPort)); err != nil {
+	s.httpAddr = "127.0.0.1:" + strconv.Itoa(httpPort)
+	s.cfgPath = filepath.Join(dir, "sluice.yaml")
+	if err := s.writeConfig(s.cfgPath, brokerAddr, dsn, s.httpAddr); err != nil {
 		return cleanup, err
 	}
+	s.env = []string{"SLUICE_CHAOS_WAREHOUSE_DSN=" + dsn, sfPasswordEnv + "=" + sfPassword,
+		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true", "SF_DISABLE_MINICORE=true"}
 	for _, name := range services {
-		port, err := freePort()
+		p, err := s.serviceProc(name)
 		if err != nil {
 			return cleanup, err
 		}
-		p := &proc{name: name, bin: bin, restartDelay: 300 * time.Millisecond, logPath: filepath.Join(dir, name+".log"),
-			env: []string{"SLUICE_CHAOS_WAREHOUSE_DSN=" + dsn},
-			args: []string{"run", "--target=" + name, "--config", cfgPath, "--admin-addr", "127.0.0.1:" + strconv.Itoa(port),
-				"--log-format", "text", "--log-level", s.o.logLevel, "--drain-timeout", "5s",
-				"--planner-tick", "1s", "--watcher-tick", "1s"}}
 		s.procs[name] = p
 		p.supervise(superCtx)
 		undo = append(undo, func() { p.stop(10 * time.Second) })
 	}
+	undo = append(undo, func() {
+		if s.all != nil {
+			s.all.stop(30 * time.Second)
+		}
+	})
 	days := make([]string, 0, s.o.days)
 	for _, d := range s.spec.Dates() {
 		days = append(days, d.String())
 	}
 	s.rec = &reconciler{pool: s.pool, whSchema: whSchema, storeSchema: storeSchma, kafka: []string{brokerAddr},
-		dlTopic: schemas.TopicDeadLetter, days: days}
+		dlTopic: schemas.TopicDeadLetter, days: days,
+		effects: &effects{pool: s.pool, schema: storeSchma, hooks: s.hooks, liveNotifiers: s.liveNotifiers}}
 	logf("work directory %s, database %s, broker %s", dir, s.dbName, brokerAddr)
 	return cleanup, nil
+}
+
+// drainTimeout is every process's --drain-timeout.
+const drainTimeout = 5 * time.Second
+
+// serviceProc is the process of sluice run --target=name ("all" for
+// every service in one process).
+func (s *suite) serviceProc(name string) (*proc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	return &proc{name: name, bin: s.bin, restartDelay: 300 * time.Millisecond, logPath: filepath.Join(s.dir, name+".log"),
+		env: s.env,
+		args: []string{"run", "--target=" + name, "--config", s.cfgPath, "--admin-addr", "127.0.0.1:" + strconv.Itoa(port),
+			"--log-format", "text", "--log-level", s.o.logLevel, "--drain-timeout", drainTimeout.String(),
+			"--planner-tick", "1s", "--watcher-tick", "1s"}}, nil
+}
+
+// liveNotifiers are the pids of the processes running a notifier now.
+func (s *suite) liveNotifiers() map[int]bool {
+	live := map[int]bool{}
+	for _, p := range []*proc{s.procs["loader"], s.all} {
+		if p != nil {
+			if pid := p.pid(); pid != 0 {
+				live[pid] = true
+			}
+		}
+	}
+	return live
 }
 
 func (s *suite) writeConfig(path, broker, dsn, httpAddr string) error {
@@ -334,7 +406,13 @@ func (s *suite) writeConfig(path, broker, dsn, httpAddr string) error {
 			LeaseTTL:        10 * time.Minute,
 		},
 		Schedule: &config.Schedule{Hour: &hour, Timezone: "UTC"},
+		Extra:    []config.Ingestion{s.sf.ingestion()},
 	})
+	f.Connections = append(f.Connections, s.sf.connection())
+	for i := range f.Projects {
+		f.Projects[i].WebhookURL = s.hooks.url
+	}
+	f.ApplyDefaults() // the Snowflake connection's
 	f.Redis.DB = redisDB
 	f.Kafka.Partitions = 3
 	if err := f.Validate(); err != nil {
@@ -393,9 +471,13 @@ func (s *suite) report(w io.Writer) int {
 	}
 	tw.Flush()
 	var total []string
-	for _, name := range append([]string{"broker"}, services...) {
+	for _, name := range append([]string{"broker"}, append(services, "all")...) {
 		p := s.broker
-		if name != "broker" {
+		switch name {
+		case "all":
+			p = s.allSeen
+		case "broker":
+		default:
 			p = s.procs[name]
 		}
 		if p == nil {
@@ -405,6 +487,9 @@ func (s *suite) report(w io.Writer) int {
 		total = append(total, fmt.Sprintf("%s: %d starts, %d SIGKILLs, %d exits on its own", name, starts, kills, crashes))
 	}
 	fmt.Fprintln(w, "\nprocesses:\n  "+strings.Join(total, "\n  "))
+	if s.hooks != nil {
+		fmt.Fprintln(w, s.hooks.summary())
+	}
 	for _, r := range s.results {
 		for i, m := range r.problems {
 			if i == 20 {

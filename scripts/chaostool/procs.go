@@ -154,3 +154,52 @@ func waitPort(ctx context.Context, addr string, timeout time.Duration) error {
 		}
 	}
 }
+
+// pid is the running process's pid, 0 when none runs.
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// resume supervises p again after stop.
+func (p *proc) resume(ctx context.Context) {
+	p.mu.Lock()
+	p.stopped = false
+	p.mu.Unlock()
+	p.supervise(ctx)
+}
+
+// terminate ends supervision with SIGTERM and reports how long the
+// process took to exit on its own; after limit it is SIGKILLed (killed
+// true). A process that was not running reports zero.
+func (p *proc) terminate(limit time.Duration) (took time.Duration, killed bool, err error) {
+	p.mu.Lock()
+	p.stopped = true
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		<-p.done
+		return 0, false, nil
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	t := time.AfterFunc(limit, func() {
+		p.mu.Lock()
+		killed = true
+		p.mu.Unlock()
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+	})
+	<-p.done
+	t.Stop()
+	took = time.Since(start)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cmd.ProcessState != nil && !cmd.ProcessState.Success() && !killed {
+		err = fmt.Errorf("%s exited with %s", p.name, cmd.ProcessState)
+	}
+	return took, killed, err
+}
