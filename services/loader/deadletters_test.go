@@ -50,7 +50,6 @@ func extraction(day, runID, extractID string, events, rejects []int) []*schemas.
 
 // loaderRun is a loader running in the background.
 type loaderRun struct {
-	svc     *Service
 	cancel  context.CancelFunc
 	stopped chan error
 	done    chan store.Outcome
@@ -61,12 +60,11 @@ func (r *faultRig) startLoader(t *testing.T, ctx context.Context, cancel context
 	t.Helper()
 	l := &loaderRun{cancel: cancel, stopped: make(chan error, 1), done: make(chan store.Outcome, 16)}
 	svc, err := New(Config{Group: "loader-dl-test", MaxRejectedShare: 0.5, DrainTimeout: 10 * time.Second},
-		Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: st, Dispatcher: r.dispatcher(t), Logger: slog.New(slog.DiscardHandler), Registry: r.registry,
+		Deps{Kafka: r.kcfg, Codecs: r.codecs, Store: st, Dispatcher: r.dispatcher(t), Logger: slog.New(slog.DiscardHandler),
 			OnDayDone: func(_ context.Context, _ store.RunEnd, o store.Outcome) { l.done <- o }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.svc = svc
 	go func() { l.stopped <- svc.Run(ctx) }()
 	return l
 }

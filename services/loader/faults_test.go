@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"path/filepath"
 	"sync/atomic"
@@ -78,8 +77,6 @@ type faultRig struct {
 	client *kgo.Client
 	store  *flakyStore
 	state  *state.State
-	// registry, when set, is where startLoader's loader registers its metrics.
-	registry prometheus.Registerer
 }
 
 // newFaultRig builds the rig on the DuckDB store, or on a fresh schema of

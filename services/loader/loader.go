@@ -63,17 +63,11 @@ type Service struct {
 	decoded []*schemas.MappedBatch
 	relay   *deadLetterRelay
 
-	// Work counters: a redelivered batch is staged (and counted) again.
-	rows  *prometheus.CounterVec
-	bytes *prometheus.CounterVec
-	stage prometheus.Histogram
-	// Effect counters: moved only by the call that decided a run, so a
-	// redelivered END or an extraction redone counts once.
-	runs          *prometheus.CounterVec
-	duplicateEnds *prometheus.CounterVec
-	rowsLoaded    *prometheus.CounterVec
-	rowsRejected  *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
+	rows     *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	runs     *prometheus.CounterVec
+	stage    prometheus.Histogram
+	duration *prometheus.HistogramVec
 }
 
 // New builds a loader and its Kafka client.
@@ -105,16 +99,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps.Clock = time.Now
 	}
 	s := &Service{cfg: cfg, deps: deps,
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_total",
-			Help: "Records staged into the store (work: a redelivered batch counts again; see sluice_loader_rows_loaded_total)."}, []string{"ingestion"}),
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_runs_total",
-			Help: "Runs decided, by outcome, once per run: an END or FAILED record redelivered after its run ended counts in sluice_loader_duplicate_ends_total."}, []string{"outcome"}),
-		duplicateEnds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_duplicate_ends_total",
-			Help: "END or FAILED records of runs that had already ended (redeliveries, extractions redone): they changed nothing."}, []string{"ingestion"}),
-		rowsLoaded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_loaded_total",
-			Help: "Rows made visible, once per run that became visible (the figure usage bills)."}, []string{"ingestion"}),
-		rowsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_rejected_total",
-			Help: "Rejected rows of the extraction that decided its run (visible, or failed on too many rejected), once per run, by reason."}, []string{"ingestion", "reason"}),
+		rows:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_total", Help: "Records staged into the store."}, []string{"ingestion"}),
+		runs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_runs_total", Help: "Runs finished, by outcome."}, []string{"outcome"}),
 		stage: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_loader_stage_seconds", Help: "Time to stage one poll of batches.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_bytes_total", Help: "Avro bytes of mapped batches staged into the store."}, []string{"ingestion"}),
 		// From the run's creation (its request) to its outcome: 1s to ~9h.
@@ -132,7 +118,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.client = cl
 	s.relay = newDeadLetterRelay(cfg.DeadLetters, deps, cl)
 	if deps.Registry != nil {
-		for _, c := range []prometheus.Collector{s.rows, s.bytes, s.runs, s.duplicateEnds, s.rowsLoaded, s.rowsRejected, s.stage, s.duration, s.relay.published} {
+		for _, c := range []prometheus.Collector{s.rows, s.bytes, s.runs, s.stage, s.duration, s.relay.published} {
 			if err := deps.Registry.Register(c); err != nil {
 				cl.Close()
 				return nil, fmt.Errorf("register loader metrics: %w", err)
@@ -227,7 +213,6 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 		MaxRejectedShare: s.cfg.MaxRejectedShare, At: s.deps.Clock(), Fingerprint: m.Fingerprint,
 	}
 	outcome := store.Incomplete
-	decided := true // this call moved the run to its terminal status
 	switch m.Kind {
 	case schemas.KindEnd:
 		var err error
@@ -240,9 +225,6 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 			// Batches precede their END on the partition, so a gap (or
 			// counts that do not add up) will not heal by waiting: fail the
 			// run loudly instead of holding the partition.
-			if decided, err = s.runOpen(ctx, m); err != nil {
-				return err
-			}
 			msg := fmt.Sprintf("extraction %s ended with %d batches but not all reached the store", m.ExtractID, m.Seq)
 			if mismatch {
 				msg = err.Error()
@@ -257,11 +239,7 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 			}
 		}
 	case schemas.KindFailed:
-		var err error
-		if decided, err = s.runOpen(ctx, m); err != nil {
-			return err
-		}
-		err = s.deps.Store.UpdateRun(ctx, store.RunUpdate{
+		err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 			RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
 			Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: m.ErrorCategory,
 			ErrorMessage: m.ErrorMessage, At: s.deps.Clock(),
@@ -273,15 +251,11 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 		return nil
 	}
 	name := outcomeName(m.Kind, outcome)
+	s.runs.WithLabelValues(name).Inc()
 	attrs := []any{"outcome", name, "rows", m.RowCount}
-	if outcome == store.AlreadyDone || !decided {
-		s.duplicateEnds.WithLabelValues(m.Ingestion).Inc()
-	} else {
-		s.runs.WithLabelValues(name).Inc()
-		if took, ok := s.countDecided(ctx, m, outcome); ok {
-			s.duration.WithLabelValues(name).Observe(took.Seconds())
-			attrs = append(attrs, "duration_ms", took.Milliseconds())
-		}
+	if took, ok := s.runDuration(ctx, m, outcome); ok {
+		s.duration.WithLabelValues(name).Observe(took.Seconds())
+		attrs = append(attrs, "duration_ms", took.Milliseconds())
 	}
 	log.Info("run finished", attrs...)
 	if outcome == store.Swapped || outcome == store.TooManyRejected {
@@ -297,42 +271,15 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	return nil
 }
 
-// runOpen reports whether m's run has not ended yet, so that recording
-// its failure decides it; a redelivered FAILED record finds it ended.
-func (s *Service) runOpen(ctx context.Context, m *schemas.MappedBatch) (bool, error) {
-	run, err := s.deps.Store.Run(ctx, m.Project, m.RunID)
-	if errors.Is(err, store.ErrNotFound) {
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read run %s before recording its failure: %w", m.RunID, err)
-	}
-	return !store.IsTerminal(run.Status), nil
-}
-
-// countDecided adds the rows of a run this call decided to the effect
-// counters, read from the run as the store's decision left it, and
-// returns how long the run took from its creation (its request) for the
-// outcomes that end it (a stale END says nothing new about timing). A
-// store that cannot answer costs the figures, never the run.
-func (s *Service) countDecided(ctx context.Context, m *schemas.MappedBatch, o store.Outcome) (time.Duration, bool) {
+// runDuration is how long a run took from its creation (when it was
+// requested) to now, for the outcomes that end it: a redelivered or stale
+// END says nothing new. A store that cannot answer only costs the sample.
+func (s *Service) runDuration(ctx context.Context, m *schemas.MappedBatch, o store.Outcome) (time.Duration, bool) {
 	if m.Kind != schemas.KindFailed && o != store.Swapped && o != store.TooManyRejected {
 		return 0, false
 	}
 	run, err := s.deps.Store.Run(ctx, m.Project, m.RunID)
-	if err != nil {
-		s.deps.Logger.Warn("read decided run for its metrics", "run_id", m.RunID, "err", err)
-		return 0, false
-	}
-	if o == store.Swapped {
-		s.rowsLoaded.WithLabelValues(m.Ingestion).Add(float64(run.Mapped))
-	}
-	if o == store.Swapped || o == store.TooManyRejected {
-		for reason, n := range run.Rejected {
-			s.rowsRejected.WithLabelValues(m.Ingestion, reason).Add(float64(n))
-		}
-	}
-	if run.CreatedAt.IsZero() {
+	if err != nil || run.CreatedAt.IsZero() {
 		return 0, false
 	}
 	return max(s.deps.Clock().Sub(run.CreatedAt), 0), true
