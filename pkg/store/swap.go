@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // The write decisions of a store, once for every backend. A backend
@@ -122,7 +124,7 @@ type Usage struct {
 	Project   string
 	Ingestion string
 	Date      string
-	Trigger   string
+	Trigger   vocab.Trigger
 	RunID     string
 	Rows      int64 // records loaded
 	At        time.Time
@@ -196,7 +198,7 @@ func (w Writer) RecordWarehouseCount(ctx context.Context, project, ingestion, da
 // caller commits tx when err is nil, whatever the outcome.
 //
 //   - AlreadyDone: the extraction was completed, failed or retired before
-//     (a redelivered END), or its run has ended (IsTerminal) through
+//     (a redelivered END), or its run has ended (its status is Terminal) through
 //     another extraction or an update: the extraction is retired
 //     (ExtractionDuplicate, its rows purged) and nothing else changes.
 //     So a run swaps, counts usage and records a terminal status once.
@@ -205,7 +207,7 @@ func (w Writer) RecordWarehouseCount(ctx context.Context, project, ingestion, da
 //   - Incomplete: batches are missing; nothing changes.
 //   - ErrCountMismatch (an error): every batch is there but the rows do
 //     not add up to end.Rows.
-//   - TooManyRejected: the run FAILED with CategoryTooManyRejected; the
+//   - TooManyRejected: the run FAILED with vocab.CategoryTooManyRejected; the
 //     extraction is retired; a loaded day keeps its rows.
 //   - Swapped: the day shows the extraction's rows; the day's previous
 //     extraction is replaced and older abandoned ones are retired, their
@@ -222,7 +224,7 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 	if err != nil {
 		return Incomplete, err
 	}
-	if IsTerminal(run.Status) {
+	if run.Status.Terminal() {
 		if err := tx.SetExtractionState(ctx, xid, ExtractionDuplicate); err != nil {
 			return Incomplete, err
 		}
@@ -233,7 +235,7 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 		return Incomplete, err
 	}
 	if day.Fence > end.Fence {
-		u := RunUpdate{Status: StatusSuperseded,
+		u := RunUpdate{Status: vocab.StatusSuperseded,
 			Message: fmt.Sprintf("day already loaded by run %s with fence %d", day.VisibleRunID, day.Fence)}
 		return Stale, discard(ctx, tx, xid, ExtractionStale, end, run, runExists, u, at)
 	}
@@ -246,7 +248,7 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 		return Incomplete, err
 	}
 	if tooMany, msg := tally.TooManyRejected(end); tooMany {
-		u := RunUpdate{Status: StatusFailed, ErrorCategory: CategoryTooManyRejected, ErrorMessage: msg}
+		u := RunUpdate{Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryTooManyRejected, ErrorMessage: msg}
 		if err := discard(ctx, tx, xid, ExtractionFailed, end, run, runExists, u, at); err != nil {
 			return Incomplete, err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -120,7 +121,7 @@ func (r *reconciler) check(ctx context.Context) ([]mismatch, error) {
 			bad := func(format string, args ...any) {
 				out = append(out, mismatch{c.name, day, fmt.Sprintf(format, args...)})
 			}
-			if g.status != "IMPORT_SUCCESSFUL" && g.status != "LOADED_EMPTY_DATA" {
+			if !vocab.Status(g.status).Loaded() {
 				bad("status %q, want loaded", g.status)
 				continue
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -188,7 +189,7 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	day := dispatch.Day{Project: m.Project, Ingestion: m.Ingestion, Date: m.Date}
 	end := store.RunEnd{
 		RunID: m.RunID, ExtractID: m.ExtractID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type,
-		Date: m.Date, Trigger: m.Trigger, Fence: m.Fence, Batches: m.Seq, Rows: m.RowCount,
+		Date: m.Date, Trigger: vocab.Trigger(m.Trigger), Fence: m.Fence, Batches: m.Seq, Rows: m.RowCount,
 		MaxRejectedShare: s.cfg.MaxRejectedShare, At: s.deps.Clock(), Fingerprint: m.Fingerprint,
 	}
 	outcome := store.Incomplete
@@ -210,7 +211,7 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 			}
 			err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 				RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
-				Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: "INTERNAL_WRITE_ERROR",
+				Trigger: vocab.Trigger(m.Trigger), Fence: m.Fence, Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryInternalWrite,
 				ErrorMessage: msg, At: s.deps.Clock(),
 			})
 			if err != nil {
@@ -220,7 +221,7 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	case schemas.KindFailed:
 		err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 			RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
-			Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: m.ErrorCategory,
+			Trigger: vocab.Trigger(m.Trigger), Fence: m.Fence, Status: vocab.StatusFailed, ErrorCategory: vocab.Category(m.ErrorCategory),
 			ErrorMessage: m.ErrorMessage, At: s.deps.Clock(),
 		})
 		if err != nil {
@@ -280,7 +281,7 @@ func outcomeName(kind string, o store.Outcome) string {
 
 func (s *Service) deadLetter(src *kgo.Record, cause error) (*kgo.Record, error) {
 	s.deps.Logger.Warn("undecodable mapped batch sent to dead letters", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", cause)
-	dl := schemas.DeadLetter{SourceTopic: src.Topic, Reason: "undecodable_message", Detail: cause.Error(),
+	dl := schemas.DeadLetter{SourceTopic: src.Topic, Reason: string(vocab.ReasonUndecodableMessage), Detail: cause.Error(),
 		Position: -1, Values: map[string]string{}, Raw: src.Value, At: s.deps.Clock().UnixMilli()}
 	data, err := s.deps.Codecs.Encode(s.deps.Codecs.DeadLetter, &dl)
 	if err != nil {

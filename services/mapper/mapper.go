@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/mapping"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -143,7 +144,7 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 	raw := &s.raw
 	if err := c.Decode(c.RawBatch, rec.Value, raw); err != nil {
 		// A poison message must not block its partition.
-		dl, derr := s.deadLetter(rec, schemas.DeadLetter{Reason: "undecodable_message", Detail: err.Error(), Position: -1, Raw: rec.Value})
+		dl, derr := s.deadLetter(rec, schemas.DeadLetter{Reason: string(vocab.ReasonUndecodableMessage), Detail: err.Error(), Position: -1, Raw: rec.Value})
 		return []*kgo.Record{dl}, derr
 	}
 	m := &s.mapped
@@ -163,7 +164,7 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 			// The ingestion is gone or its mapping broke: fail the run
 			// visibly rather than drop its rows.
 			m.Kind = schemas.KindFailed
-			m.ErrorCategory = "SETUP_ERROR"
+			m.ErrorCategory = string(vocab.CategorySetup)
 			m.ErrorMessage = err.Error()
 		} else {
 			var rejectErr error

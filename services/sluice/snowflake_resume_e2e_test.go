@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 	"github.com/sluicehq/sluice/services/extractor"
 )
@@ -68,7 +69,7 @@ func TestSnowflakeDayResumesThroughThePipeline(t *testing.T) {
 	sf.ExpireChunkURLsAfter(3)
 
 	s.start(RunOptions{Targets: []string{"extractor", "mapper", "loader"}, Extractor: xcfg})
-	d := s.e2e.waitDay(ing.Name, day, "loaded", func(d store.Day) bool { return d.Status == store.StatusSuccessful })
+	d := s.e2e.waitDay(ing.Name, day, "loaded", func(d store.Day) bool { return d.Status == vocab.StatusSuccessful })
 	if d.RowsLoaded != rows || d.VisibleRunID != runID {
 		t.Errorf("day %+v, want %d rows of run %s", d, rows, runID)
 	}
@@ -104,11 +105,11 @@ func TestSnowflakeDayResumesThroughThePipeline(t *testing.T) {
 	}
 	successes := 0
 	for _, st := range r.History {
-		if st.Status == store.StatusSuccessful {
+		if st.Status == vocab.StatusSuccessful {
 			successes++
 		}
 	}
 	if successes != 1 {
-		t.Errorf("run history %+v, want one %s", r.History, store.StatusSuccessful)
+		t.Errorf("run history %+v, want one %s", r.History, vocab.StatusSuccessful)
 	}
 }
