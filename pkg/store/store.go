@@ -181,6 +181,11 @@ type Store interface {
 	// failed), creating the run on first sight. A failed run leaves the
 	// day's visible rows as they were.
 	UpdateRun(ctx context.Context, u RunUpdate) error
+	// UpdateRunChanged is UpdateRun that also reports whether u moved the
+	// run: false for a redelivery or a late message, when nothing was
+	// written. A caller that counts what a run did (the loader's effect
+	// counters) counts it only when its own update changed the run.
+	UpdateRunChanged(ctx context.Context, u RunUpdate) (changed bool, err error)
 
 	// RecordWarehouseCount keeps the watcher's latest count and fingerprint
 	// of a day in the warehouse (the delta ledger).

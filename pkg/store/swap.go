@@ -167,15 +167,24 @@ func (w Writer) CompleteRun(ctx context.Context, end RunEnd) (Outcome, error) {
 
 // UpdateRun is ApplyRunUpdate in one transaction; see Store.
 func (w Writer) UpdateRun(ctx context.Context, u RunUpdate) error {
+	_, err := w.UpdateRunChanged(ctx, u)
+	return err
+}
+
+// UpdateRunChanged is UpdateRun, reporting whether u changed the run; see
+// Store.
+func (w Writer) UpdateRunChanged(ctx context.Context, u RunUpdate) (bool, error) {
 	at := w.At(u.At)
+	changed := false
 	err := w.Transact(ctx, func(tx SwapTx) error {
-		_, err := ApplyRunUpdate(ctx, tx, u, at)
+		var err error
+		changed, err = ApplyRunUpdate(ctx, tx, u, at)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("update run %s to %s: %w", u.RunID, u.Status, err)
+		return false, fmt.Errorf("update run %s to %s: %w", u.RunID, u.Status, err)
 	}
-	return nil
+	return changed, nil
 }
 
 // RecordWarehouseCount is ApplyWarehouseCount in one transaction; see

@@ -153,13 +153,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker(), inflight: newInflight(), slots: map[string]*warehouse.QuerySlots{}}
 	s.metrics = metrics{
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_rows_total", Help: "Rows extracted from warehouses."}, []string{"ingestion"}),
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome."}, []string{"outcome"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_rows_total", Help: "Rows extracted from warehouses: a work counter, at least once (an extraction redone after a crash or a redelivery counts again); rows loaded once are sluice_loader_rows_loaded_total."}, []string{"ingestion"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome: a work counter, at least once (a redone extraction counts again); runs decided once are sluice_loader_runs_total."}, []string{"outcome"}),
 		queryTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_extractor_query_seconds", Help: "Time to stream one day's query.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16)}, []string{"connection"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_bytes_total", Help: "Avro bytes of raw-rows batches produced."}, []string{"ingestion"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_bytes_total", Help: "Avro bytes of raw-rows batches produced: a work counter, at least once."}, []string{"ingestion"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_requests_rejected_total",
-			Help: "Ingest requests sent to the dead-letter topic, by reason (unknown_ingestion has no day to show in the status)."}, []string{"reason"}),
+			Help: "Ingest requests sent to the dead-letter topic, by reason (unknown_ingestion has no day to show in the status): a work counter, at least once (a redelivered request counts again)."}, []string{"reason"}),
 	}
 	if deps.Registry != nil {
 		for _, c := range []prometheus.Collector{s.metrics.rows, s.metrics.runs, s.metrics.queryTime, s.metrics.bytes, s.metrics.rejected} {

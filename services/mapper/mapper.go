@@ -79,8 +79,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps.Clock = time.Now
 	}
 	s := &Service{cfg: cfg, deps: deps, mappers: map[string]*mapping.Mapper{},
-		rows:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rows_total", Help: "Rows mapped, by ingestion and outcome."}, []string{"ingestion", "outcome"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rejected_rows_total", Help: "Rows rejected, by reason."}, []string{"ingestion", "reason"}),
+		rows:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rows_total", Help: "Rows mapped, by ingestion and outcome: a work counter, at least once (a redelivered or re-extracted batch counts again); rows loaded once are sluice_loader_rows_loaded_total."}, []string{"ingestion", "outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rejected_rows_total", Help: "Rows rejected, by reason: a work counter, at least once (a redelivered or re-extracted batch counts again); rejected rows of each run once are sluice_loader_rows_rejected_total."}, []string{"ingestion", "reason"}),
 	}
 	if deps.Registry != nil {
 		for _, c := range []prometheus.Collector{s.rows, s.rejected} {

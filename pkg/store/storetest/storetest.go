@@ -453,24 +453,33 @@ func update(t testing.TB, s store.Store, u store.RunUpdate) {
 
 func testUpdateRun(t *testing.T, s store.Store) {
 	steps := []struct {
-		status vocab.Status
-		want   vocab.Status // run status after the step
+		status  vocab.Status
+		want    vocab.Status // run status after the step
+		changed bool         // what UpdateRunChanged says
 	}{
-		{vocab.StatusScheduled, vocab.StatusScheduled},
-		{vocab.StatusStarted, vocab.StatusStarted},
-		{vocab.StatusScheduled, vocab.StatusStarted}, // a redelivery: ignored
-		{vocab.StatusDownloaded, vocab.StatusDownloaded},
-		{vocab.StatusStarted, vocab.StatusDownloaded},
-		{vocab.StatusFailed, vocab.StatusFailed},
-		{vocab.StatusStarted, vocab.StatusFailed}, // nothing follows FAILED
-		{vocab.StatusSuccessful, vocab.StatusFailed},
+		{vocab.StatusScheduled, vocab.StatusScheduled, true},
+		{vocab.StatusStarted, vocab.StatusStarted, true},
+		{vocab.StatusScheduled, vocab.StatusStarted, false}, // a redelivery: ignored
+		{vocab.StatusDownloaded, vocab.StatusDownloaded, true},
+		{vocab.StatusStarted, vocab.StatusDownloaded, false},
+		{vocab.StatusFailed, vocab.StatusFailed, true},
+		{vocab.StatusFailed, vocab.StatusFailed, false},     // a redelivered FAILED decides nothing
+		{vocab.StatusStarted, vocab.StatusFailed, false},    // nothing follows FAILED
+		{vocab.StatusSuccessful, vocab.StatusFailed, false}, // not even another terminal status
 	}
 	for i, st := range steps {
-		u := store.RunUpdate{RunID: "r1", Trigger: vocab.TriggerAPI, Status: st.status, At: t0.Add(time.Duration(i) * time.Minute)}
+		u := store.RunUpdate{RunID: "r1", Project: "p1", Ingestion: "events_daily", Type: "events", Date: "2024-02-28",
+			Trigger: vocab.TriggerAPI, Status: st.status, At: t0.Add(time.Duration(i) * time.Minute)}
 		if st.status == vocab.StatusFailed {
 			u.ErrorCategory, u.ErrorMessage = vocab.CategoryQuery, "relation does not exist"
 		}
-		update(t, s, u)
+		changed, err := s.UpdateRunChanged(context.Background(), u)
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", i, st.status, err)
+		}
+		if changed != st.changed {
+			t.Errorf("step %d (%s): changed %v, want %v", i, st.status, changed, st.changed)
+		}
 		if got := run(t, s, "p1", "r1").Status; got != st.want {
 			t.Fatalf("step %d (%s): status %s, want %s", i, st.status, got, st.want)
 		}
