@@ -42,16 +42,6 @@ const (
 	TypeJSON      = "JSON"
 )
 
-// Triggers of a run.
-const (
-	TriggerScheduled = "scheduled"
-	TriggerAPI       = "api"
-	TriggerBackfill  = "backfill"
-	TriggerReload    = "reload"
-	TriggerRequest   = "request" // published onto ingest-requests by an outside system
-	TriggerReplay    = "replay"
-)
-
 //go:embed ingest_request.avsc
 var ingestRequestSchema string
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/hamba/avro/v2"
+
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -31,11 +33,11 @@ func goldenCases(c *Codecs) []struct {
 	}{
 		{"ingest_request", c.IngestRequest, &IngestRequest{
 			RequestID: "req-1", RunID: "run-1", Project: "demo", Ingestion: "web_events", Date: "2023-02-20",
-			Trigger: TriggerAPI, Fence: 1676851200000000, RequestedAt: 1676851200123, Reason: "mark_data_ready",
+			Trigger: string(vocab.TriggerAPI), Fence: 1676851200000000, RequestedAt: 1676851200123, Reason: "mark_data_ready",
 		}, func() any { return new(IngestRequest) }},
 		{"raw_rows", c.RawBatch, &RawBatch{
 			RunID: "run-1", ExtractID: "x-1", Project: "demo", Ingestion: "web_events", Date: "2023-02-20",
-			Trigger: TriggerScheduled, Fence: 7, Kind: KindRows, Seq: 3, FirstRow: 6000, RowCount: 2,
+			Trigger: string(vocab.TriggerScheduled), Fence: 7, Kind: KindRows, Seq: 3, FirstRow: 6000, RowCount: 2,
 			Columns: []Column{
 				{Name: "user_id", Type: TypeString, DBType: "VARCHAR", Nulls: []byte{0, 1}, Bools: []bool{}, Longs: []int64{}, Doubles: []float64{}, Strings: []string{"u1", ""}},
 				{Name: "ts", Type: TypeTimestamp, DBType: "TIMESTAMP", Nulls: []byte{0, 0}, Bools: []bool{}, Longs: []int64{1676851200000000, -1}, Doubles: []float64{}, Strings: []string{}},
@@ -46,12 +48,12 @@ func goldenCases(c *Codecs) []struct {
 		}, func() any { return new(RawBatch) }},
 		{"raw_rows_failed", c.RawBatch, &RawBatch{
 			RunID: "run-2", ExtractID: "x-2", Project: "demo", Ingestion: "web_events", Date: "2023-02-21",
-			Trigger: TriggerReload, Fence: 8, Kind: KindFailed, Seq: 0, Columns: []Column{},
+			Trigger: string(vocab.TriggerReload), Fence: 8, Kind: KindFailed, Seq: 0, Columns: []Column{},
 			ErrorCategory: "QUERY_ERROR", ErrorMessage: `column "x" does not exist`,
 		}, func() any { return new(RawBatch) }},
 		{"mapped_events", c.MappedBatch, &MappedBatch{
 			RunID: "run-1", ExtractID: "x-1", Project: "demo", Ingestion: "web_events", Date: "2023-02-20",
-			Trigger: TriggerScheduled, Fence: 7, Kind: KindRows, Type: "events", Seq: 3, RowCount: 3,
+			Trigger: string(vocab.TriggerScheduled), Fence: 7, Kind: KindRows, Type: "events", Seq: 3, RowCount: 3,
 			Events: []Event{{Position: 6000, EventName: "purchase", EventValue: "19.99", TimeMs: 1676851200000,
 				UnitIDs: []UnitID{{IDType: "userID", Value: "u1"}, {IDType: "stableID", Value: "d1"}}, MetadataJSON: `{"country":"DE"}`}},
 			Metrics:  []Metric{},
@@ -63,7 +65,7 @@ func goldenCases(c *Codecs) []struct {
 		}, func() any { return new(MappedBatch) }},
 		{"mapped_metrics", c.MappedBatch, &MappedBatch{
 			RunID: "run-3", ExtractID: "x-3", Project: "demo", Ingestion: "daily_metrics", Date: "2023-02-20",
-			Trigger: TriggerBackfill, Fence: 9, Kind: KindRows, Type: "metrics", Seq: 0, RowCount: 1,
+			Trigger: string(vocab.TriggerBackfill), Fence: 9, Kind: KindRows, Type: "metrics", Seq: 0, RowCount: 1,
 			Events: []Event{},
 			Metrics: []Metric{{Position: 0, UnitID: "42", IDType: "companyID", Date: "2023-02-20", MetricName: "conversion",
 				MetricValue: 0.25, IsRatio: true, Numerator: 1, Denominator: 4}},
@@ -136,7 +138,7 @@ func TestIngestRequestDefaults(t *testing.T) {
 		Trigger     string `avro:"trigger"`
 		RequestedAt int64  `avro:"requested_at"`
 	}
-	data, err := avro.Marshal(writer, minimal{"r", "demo", "web_events", "2023-02-20", TriggerRequest, 1})
+	data, err := avro.Marshal(writer, minimal{"r", "demo", "web_events", "2023-02-20", string(vocab.TriggerRequest), 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/civil"
+
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // Seed streams keep the generators of one day independent of each other.
@@ -36,7 +38,7 @@ type Event struct {
 	Platform    string
 	Properties  string // a JSON object, or broken JSON in a bad row
 
-	Reason string // the reason class the mapper must reject it for; "" when good
+	Reason vocab.Reason // the reason class the mapper must reject it for; "" when good
 }
 
 // Metric is one row of the metrics table.
@@ -52,7 +54,7 @@ type Metric struct {
 	Denominator float64
 	DenNull     bool
 
-	Reason string
+	Reason vocab.Reason
 }
 
 // weighted is a value with its relative weight.
@@ -176,7 +178,7 @@ func (g *eventGen) next() *Event {
 	return ev
 }
 
-func (g *eventGen) spoil(ev *Event, reason string) {
+func (g *eventGen) spoil(ev *Event, reason vocab.Reason) {
 	ev.Reason = reason
 	switch reason {
 	case ReasonMissingEventName:
@@ -392,7 +394,7 @@ func (g *metricGen) next() *Metric {
 
 	if isBad(i, g.every) {
 		switch d := metricDefects[defectAt(i, g.day, g.every, len(metricDefects))]; d {
-		case ReasonNullDenominator:
+		case string(ReasonNullDenominator):
 			m.Reason = ReasonNullDenominator
 			m.Value, m.ValueNull = 0, true
 			m.Numerator, m.NumNull = float64(1+r.IntN(5)), false

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"cloud.google.com/go/civil"
+
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 func testSpec() Spec {
@@ -22,7 +24,7 @@ func testSpec() Spec {
 
 // classifyEvent judges a row from its values alone, as the mapper would
 // with the demo mapping, independently of the generator's own Reason.
-func classifyEvent(ev *Event) string {
+func classifyEvent(ev *Event) vocab.Reason {
 	switch {
 	case ev.NameNull:
 		return ReasonMissingEventName
@@ -43,7 +45,7 @@ func isJSONObject(s string) bool {
 	return json.Unmarshal([]byte(s), &m) == nil
 }
 
-func classifyMetric(m *Metric) string {
+func classifyMetric(m *Metric) vocab.Reason {
 	switch {
 	case m.IDType != "userID" && m.IDType != "stableID" && m.IDType != "companyID":
 		return ReasonUnknownIDType
@@ -58,10 +60,10 @@ type counter struct{ c TableCounts }
 
 func newCounter() *counter { return &counter{c: TableCounts{Rejected: map[string]int64{}}} }
 
-func (k *counter) add(reason string) {
+func (k *counter) add(reason vocab.Reason) {
 	k.c.Rows++
 	if reason != "" {
-		k.c.Rejected[reason]++
+		k.c.Rejected[string(reason)]++
 	}
 }
 
@@ -128,12 +130,12 @@ func TestDefaultSpecHasEveryBadClassEachDay(t *testing.T) {
 	s := DefaultSpec(civil.Date{Year: 2025, Month: 6, Day: 1})
 	for d, day := range Expected(s) {
 		for _, r := range eventReasons {
-			if day.Events.Rejected[r] == 0 {
+			if day.Events.Rejected[string(r)] == 0 {
 				t.Errorf("%s: no events rejected for %s", d, r)
 			}
 		}
-		for _, r := range []string{ReasonUnknownIDType, ReasonNullDenominator} {
-			if day.Metrics.Rejected[r] == 0 {
+		for _, r := range []vocab.Reason{ReasonUnknownIDType, ReasonNullDenominator} {
+			if day.Metrics.Rejected[string(r)] == 0 {
 				t.Errorf("%s: no metrics rejected for %s", d, r)
 			}
 		}

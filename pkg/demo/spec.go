@@ -32,7 +32,7 @@ import (
 
 	"cloud.google.com/go/civil"
 
-	"github.com/sluicehq/sluice/pkg/mapping"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // Table kinds.
@@ -44,20 +44,20 @@ const (
 // Reason codes of the deliberately bad rows: what pkg/mapping rejects each
 // row for, with the demo mapping (timestamp_unit: seconds).
 const (
-	ReasonMissingEventName    = mapping.ReasonEventNameMissing    // event_name is NULL
-	ReasonEventNameTooLong    = mapping.ReasonEventNameTooLong    // event_name of 175 characters
-	ReasonMissingIDs          = mapping.ReasonUnitIDMissing       // user_id, device_id and company_id all NULL
-	ReasonInvalidMetadataJSON = mapping.ReasonMetadataJSONInvalid // properties cut off mid-object
+	ReasonMissingEventName    = vocab.ReasonEventNameMissing    // event_name is NULL
+	ReasonEventNameTooLong    = vocab.ReasonEventNameTooLong    // event_name of 175 characters
+	ReasonMissingIDs          = vocab.ReasonUnitIDMissing       // user_id, device_id and company_id all NULL
+	ReasonInvalidMetadataJSON = vocab.ReasonMetadataJSONInvalid // properties cut off mid-object
 	// ReasonTimestampUnit: event_time_s holds epoch milliseconds while the
 	// mapping says seconds.
-	ReasonTimestampUnit = mapping.ReasonTimestampUnitMismatch
+	ReasonTimestampUnit = vocab.ReasonTimestampUnitMismatch
 
-	ReasonUnknownIDType   = mapping.ReasonIDTypeUnknown   // id_type "UserID" (wrong case) or "unknownType"
-	ReasonNullDenominator = mapping.ReasonDenominatorNull // ratio row (numerator set, metric_value NULL) without denominator
+	ReasonUnknownIDType   = vocab.ReasonIDTypeUnknown   // id_type "UserID" (wrong case) or "unknownType"
+	ReasonNullDenominator = vocab.ReasonDenominatorNull // ratio row (numerator set, metric_value NULL) without denominator
 )
 
 // eventReasons is the order the bad event rows cycle through.
-var eventReasons = [...]string{
+var eventReasons = [...]vocab.Reason{
 	ReasonMissingEventName,
 	ReasonEventNameTooLong,
 	ReasonMissingIDs,
@@ -70,7 +70,7 @@ var eventReasons = [...]string{
 var metricDefects = [...]string{
 	"UserID",      // wrong case of userID
 	"unknownType", // not a project id type
-	ReasonNullDenominator,
+	string(ReasonNullDenominator),
 }
 
 // Spec describes a generated warehouse.
@@ -183,13 +183,13 @@ func Expected(s Spec) map[civil.Date]Day {
 	return out
 }
 
-func tableCounts(rows, every int, d civil.Date, reasonAt func(int, civil.Date, int) string) TableCounts {
+func tableCounts(rows, every int, d civil.Date, reasonAt func(int, civil.Date, int) vocab.Reason) TableCounts {
 	c := TableCounts{Rows: int64(rows), Rejected: map[string]int64{}}
 	if every <= 0 {
 		return c
 	}
 	for i := every / 2; i < rows; i += every {
-		c.Rejected[reasonAt(i, d, every)]++
+		c.Rejected[string(reasonAt(i, d, every))]++
 	}
 	return c
 }
@@ -204,12 +204,12 @@ func defectAt(i int, d civil.Date, every, classes int) int {
 	return int((uint64(i/every) + dayNumber(d)) % uint64(classes))
 }
 
-func eventReasonAt(i int, d civil.Date, every int) string {
+func eventReasonAt(i int, d civil.Date, every int) vocab.Reason {
 	return eventReasons[defectAt(i, d, every, len(eventReasons))]
 }
 
-func metricReasonAt(i int, d civil.Date, every int) string {
-	if metricDefects[defectAt(i, d, every, len(metricDefects))] == ReasonNullDenominator {
+func metricReasonAt(i int, d civil.Date, every int) vocab.Reason {
+	if metricDefects[defectAt(i, d, every, len(metricDefects))] == string(ReasonNullDenominator) {
 		return ReasonNullDenominator
 	}
 	return ReasonUnknownIDType

@@ -25,12 +25,14 @@ import (
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
 // Request asks for one day of one ingestion to be loaded.
 type Request struct {
-	Project, Ingestion, Date, Trigger, Reason string
+	Project, Ingestion, Date, Reason string
+	Trigger                          vocab.Trigger
 }
 
 // Day names one day of one ingestion.
@@ -116,7 +118,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r Request) (string, error) {
 	}
 	req := schemas.IngestRequest{
 		RequestID: runid.New(), RunID: runid.New(), Project: r.Project, Ingestion: r.Ingestion,
-		Date: r.Date, Trigger: r.Trigger, RequestedAt: d.deps.Clock().UnixMilli(), Reason: r.Reason,
+		Date: r.Date, Trigger: string(r.Trigger), RequestedAt: d.deps.Clock().UnixMilli(), Reason: r.Reason,
 	}
 	day := Day{Project: r.Project, Ingestion: r.Ingestion, Date: r.Date}
 	payload, err := d.encode(&req)
@@ -213,7 +215,7 @@ func (d *Dispatcher) ClaimOutside(ctx context.Context, req *schemas.IngestReques
 			if claim.Leased {
 				d.superseded(ctx, ing, *req, claim)
 				req.Fence = claim.Fence
-				d.record(ctx, ing, *req, store.StatusScheduled, joinNote(req.Reason, "published onto ingest-requests by an outside system"))
+				d.record(ctx, ing, *req, vocab.StatusScheduled, joinNote(req.Reason, "published onto ingest-requests by an outside system"))
 				return true, nil
 			}
 			if err := d.queued(ctx, ing, *req, claim); err != nil {
@@ -298,7 +300,7 @@ func (d *Dispatcher) extendLease(ctx context.Context, day Day, runID string) {
 
 // publish records the run as scheduled and puts it on ingest-requests.
 func (d *Dispatcher) publish(ctx context.Context, ing *config.Ingestion, req schemas.IngestRequest, note string) error {
-	if err := d.deps.Store.UpdateRun(ctx, d.update(ing, req, store.StatusScheduled, note)); err != nil {
+	if err := d.deps.Store.UpdateRun(ctx, d.update(ing, req, vocab.StatusScheduled, note)); err != nil {
 		return fmt.Errorf("record run %s: %w", req.RunID, err)
 	}
 	data, err := d.encode(&req)
@@ -332,7 +334,7 @@ func (d *Dispatcher) superseded(ctx context.Context, ing *config.Ingestion, req 
 // and the pending request it replaced as superseded.
 func (d *Dispatcher) queued(ctx context.Context, ing *config.Ingestion, req schemas.IngestRequest, claim state.DayClaim) error {
 	d.superseded(ctx, ing, req, claim)
-	if err := d.deps.Store.UpdateRun(ctx, d.update(ing, req, store.StatusScheduled, joinNote(req.Reason, "queued behind run "+claim.Holder))); err != nil {
+	if err := d.deps.Store.UpdateRun(ctx, d.update(ing, req, vocab.StatusScheduled, joinNote(req.Reason, "queued behind run "+claim.Holder))); err != nil {
 		return fmt.Errorf("record queued run %s: %w", req.RunID, err)
 	}
 	d.deps.Logger.Info("run queued behind the day's running run", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date,
@@ -343,22 +345,22 @@ func (d *Dispatcher) queued(ctx context.Context, ing *config.Ingestion, req sche
 // supersede records a pending request that will never start.
 func (d *Dispatcher) supersede(ctx context.Context, ing *config.Ingestion, req schemas.IngestRequest, note string) {
 	req.Fence = 0
-	d.record(ctx, ing, req, store.StatusSuperseded, note)
+	d.record(ctx, ing, req, vocab.StatusSuperseded, note)
 }
 
 // record writes a status the run's outcome does not depend on: a failure
 // is logged, the run's later steps write again.
-func (d *Dispatcher) record(ctx context.Context, ing *config.Ingestion, req schemas.IngestRequest, status, note string) {
+func (d *Dispatcher) record(ctx context.Context, ing *config.Ingestion, req schemas.IngestRequest, status vocab.Status, note string) {
 	if err := d.deps.Store.UpdateRun(ctx, d.update(ing, req, status, note)); err != nil {
 		d.deps.Logger.Warn("record run", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project,
 			"status", status, "err", err)
 	}
 }
 
-func (d *Dispatcher) update(ing *config.Ingestion, req schemas.IngestRequest, status, note string) store.RunUpdate {
+func (d *Dispatcher) update(ing *config.Ingestion, req schemas.IngestRequest, status vocab.Status, note string) store.RunUpdate {
 	return store.RunUpdate{
 		RunID: req.RunID, Project: req.Project, Ingestion: req.Ingestion, Type: ing.Type, Date: req.Date,
-		Trigger: req.Trigger, Fence: req.Fence, Status: status, Message: note, At: d.deps.Clock(),
+		Trigger: vocab.Trigger(req.Trigger), Fence: req.Fence, Status: status, Message: note, At: d.deps.Clock(),
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -191,7 +192,7 @@ func ids(reqs []schemas.IngestRequest) []string {
 var testDay = Day{Project: demo.ProjectName, Ingestion: demo.WebEventsAPI, Date: "2024-06-03"}
 
 func request(reason string) Request {
-	return Request{Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date, Trigger: schemas.TriggerAPI, Reason: reason}
+	return Request{Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date, Trigger: vocab.TriggerAPI, Reason: reason}
 }
 
 // TestDispatchFreeDay: a free day is leased (for LeaseTTL once published),
@@ -210,7 +211,7 @@ func TestDispatchFreeDay(t *testing.T) {
 		t.Errorf("lease of a published run has %s left, want it extended past the dispatch lease %s", ttl, dispatchLease)
 	}
 	run := r.run(t, id)
-	if run.Status != store.StatusScheduled || run.Fence != fence || run.Trigger != schemas.TriggerAPI || run.Type != config.TypeEvents {
+	if run.Status != vocab.StatusScheduled || run.Fence != fence || run.Trigger != vocab.TriggerAPI || run.Type != config.TypeEvents {
 		t.Errorf("run %+v: want scheduled, fence %d, trigger api, type events", run, fence)
 	}
 	got := r.published(t)
@@ -238,7 +239,7 @@ func TestQueueSupersedeRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run := r.run(t, second); run.Status != store.StatusScheduled || !strings.Contains(run.Message, "queued behind run "+first) {
+	if run := r.run(t, second); run.Status != vocab.StatusScheduled || !strings.Contains(run.Message, "queued behind run "+first) {
 		t.Errorf("queued run %+v: want scheduled, queued behind %s", run, first)
 	}
 	if p := r.pending(t, testDay); p != second {
@@ -252,7 +253,7 @@ func TestQueueSupersedeRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run := r.run(t, second); run.Status != store.StatusSuperseded || !strings.Contains(run.Message, third) {
+	if run := r.run(t, second); run.Status != vocab.StatusSuperseded || !strings.Contains(run.Message, third) {
 		t.Errorf("replaced run %+v: want SUPERSEDED by %s", run, third)
 	}
 	if p := r.pending(t, testDay); p != third {
@@ -300,7 +301,7 @@ func TestQueueSupersedeRelease(t *testing.T) {
 	}
 	// The store keeps the queued run's first SCHEDULED entry (an update of
 	// the same rank is ignored); the extractor's STARTED carries the fence.
-	if run := r.run(t, third); run.Status != store.StatusScheduled {
+	if run := r.run(t, third); run.Status != vocab.StatusScheduled {
 		t.Errorf("promoted run %+v: want scheduled", run)
 	}
 	if p := r.pending(t, testDay); p != "" {
@@ -326,30 +327,30 @@ func TestPromoteWhenTakenMeanwhile(t *testing.T) {
 		// wantPending is whether the queued request is still pending;
 		// wantStatus its status in the store.
 		wantPending bool
-		wantStatus  string
+		wantStatus  vocab.Status
 	}{
 		{"a holder leased it", func(t *testing.T, r *rig, _ string) string {
 			if _, ok, err := r.state.AcquireDay(t.Context(), testDay, "other-holder", time.Hour); err != nil || !ok {
 				t.Fatalf("take the freed day: %v %v", ok, err)
 			}
 			return "other-holder"
-		}, true, store.StatusScheduled},
+		}, true, vocab.StatusScheduled},
 		{"a newer outside request", func(t *testing.T, r *rig, _ string) string {
 			other := schemas.IngestRequest{RunID: "req-outside", Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
-				Trigger: schemas.TriggerRequest}
+				Trigger: string(vocab.TriggerRequest)}
 			if leased, err := r.d.ClaimOutside(t.Context(), &other); err != nil || !leased {
 				t.Fatalf("claim the freed day: %v %v", leased, err)
 			}
 			return other.RunID
-		}, false, store.StatusSuperseded},
+		}, false, vocab.StatusSuperseded},
 		{"the queued outside request redelivered", func(t *testing.T, r *rig, queued string) string {
 			again := schemas.IngestRequest{RunID: queued, Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
-				Trigger: schemas.TriggerRequest}
+				Trigger: string(vocab.TriggerRequest)}
 			if leased, err := r.d.ClaimOutside(t.Context(), &again); err != nil || !leased {
 				t.Fatalf("redelivered queued request on the freed day: %v %v", leased, err)
 			}
 			return queued
-		}, false, store.StatusScheduled},
+		}, false, vocab.StatusScheduled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -360,7 +361,7 @@ func TestPromoteWhenTakenMeanwhile(t *testing.T) {
 				t.Fatal(err)
 			}
 			queued := &schemas.IngestRequest{RunID: "req-queued", Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
-				Trigger: schemas.TriggerRequest}
+				Trigger: string(vocab.TriggerRequest)}
 			if leased, err := r.d.ClaimOutside(ctx, queued); err != nil || leased {
 				t.Fatalf("queue behind %s: leased=%v err=%v", first, leased, err)
 			}
@@ -460,7 +461,7 @@ func TestClaimOutside(t *testing.T) {
 	outside := r.dispatcher(t, Config{LeaseTTL: time.Hour}, nil) // the extractor's: no client
 	req := func(id string) *schemas.IngestRequest {
 		return &schemas.IngestRequest{RequestID: id, RunID: "req-" + id, Project: testDay.Project, Ingestion: testDay.Ingestion,
-			Date: testDay.Date, Trigger: schemas.TriggerRequest, Reason: "orchestrator"}
+			Date: testDay.Date, Trigger: string(vocab.TriggerRequest), Reason: "orchestrator"}
 	}
 
 	a := req("a")
@@ -474,7 +475,7 @@ func TestClaimOutside(t *testing.T) {
 	if ttl := r.leaseTTL(t); ttl <= dispatchLease {
 		t.Errorf("outside lease has %s left, want LeaseTTL", ttl)
 	}
-	if run := r.run(t, a.RunID); run.Status != store.StatusScheduled || run.Fence != a.Fence || run.Trigger != schemas.TriggerRequest {
+	if run := r.run(t, a.RunID); run.Status != vocab.StatusScheduled || run.Fence != a.Fence || run.Trigger != vocab.TriggerRequest {
 		t.Errorf("outside run %+v", run)
 	}
 	// Redelivered while it runs: the same run, still leased.
@@ -493,7 +494,7 @@ func TestClaimOutside(t *testing.T) {
 	if leased, err := outside.ClaimOutside(ctx, req("b")); err != nil || leased {
 		t.Fatalf("redelivered queued request: leased=%v err=%v", leased, err)
 	}
-	if run := r.run(t, b.RunID); run.Status != store.StatusScheduled || !strings.Contains(run.Message, "queued behind run "+a.RunID) {
+	if run := r.run(t, b.RunID); run.Status != vocab.StatusScheduled || !strings.Contains(run.Message, "queued behind run "+a.RunID) {
 		t.Errorf("redelivered queued run %+v: want still scheduled, not superseded by itself", run)
 	}
 	if got := r.published(t); len(got) != 0 {
@@ -507,7 +508,7 @@ func TestClaimOutside(t *testing.T) {
 	if err := r.d.StartPending(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.published(t); len(got) != 1 || got[0].RunID != b.RunID || got[0].Fence <= a.Fence || got[0].Trigger != schemas.TriggerRequest {
+	if got := r.published(t); len(got) != 1 || got[0].RunID != b.RunID || got[0].Fence <= a.Fence || got[0].Trigger != string(vocab.TriggerRequest) {
 		t.Fatalf("published %+v, want %s under a fence above %d", got, b.RunID, a.Fence)
 	}
 }
@@ -533,7 +534,7 @@ func TestClaimOutsideRetriesRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := &schemas.IngestRequest{RunID: "req-flaky", Project: testDay.Project, Ingestion: testDay.Ingestion, Date: testDay.Date,
-		Trigger: schemas.TriggerRequest}
+		Trigger: string(vocab.TriggerRequest)}
 	if leased, err := d.ClaimOutside(t.Context(), req); err != nil || !leased {
 		t.Fatalf("claim through a flaky Redis: leased=%v err=%v", leased, err)
 	}
@@ -598,9 +599,9 @@ func TestConcurrentQueue(t *testing.T) {
 	var superseded, scheduled int
 	for _, id := range runs {
 		switch s := r.run(t, id).Status; {
-		case id == pending && s == store.StatusScheduled:
+		case id == pending && s == vocab.StatusScheduled:
 			scheduled++
-		case id != pending && s == store.StatusSuperseded:
+		case id != pending && s == vocab.StatusSuperseded:
 			superseded++
 		default:
 			t.Errorf("run %s is %s (pending %s)", id, s, pending)
@@ -623,7 +624,7 @@ func TestLeaseExpiryAndFencing(t *testing.T) {
 
 	// The old run's dispatcher leases for a millisecond: its holder "dies".
 	short := r.dispatcher(t, Config{LeaseTTL: time.Millisecond}, r.client)
-	req := Request{Project: day.Project, Ingestion: day.Ingestion, Date: day.Date, Trigger: schemas.TriggerBackfill}
+	req := Request{Project: day.Project, Ingestion: day.Ingestion, Date: day.Date, Trigger: vocab.TriggerBackfill}
 	old, err := short.Dispatch(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -636,7 +637,7 @@ func TestLeaseExpiryAndFencing(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // waiting on Redis's own expiry
 	}
-	req.Trigger = schemas.TriggerReload
+	req.Trigger = vocab.TriggerReload
 	newer, err := r.d.Dispatch(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -682,7 +683,7 @@ func TestLeaseExpiryAndFencing(t *testing.T) {
 	if len(evs) != 2 || evs[0].EventName != "new_a" || evs[1].EventName != "new_b" {
 		t.Errorf("visible events %+v, want the new run's two", evs)
 	}
-	if run := r.run(t, old); run.Status != store.StatusSuperseded {
-		t.Errorf("dead holder's run is %s, want %s", run.Status, store.StatusSuperseded)
+	if run := r.run(t, old); run.Status != vocab.StatusSuperseded {
+		t.Errorf("dead holder's run is %s, want %s", run.Status, vocab.StatusSuperseded)
 	}
 }

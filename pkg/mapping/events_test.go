@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -30,8 +31,8 @@ func TestMapEvents(t *testing.T) {
 	long127 := strings.Repeat("x", 127)
 	accents127 := strings.Repeat("é", 127) // 254 bytes, 127 characters
 	type want struct {
-		reason string // "" when the row maps
-		detail string // substring of the rejection's detail
+		reason vocab.Reason // "" when the row maps
+		detail string       // substring of the rejection's detail
 		field  string
 		name   string
 		timeMs int64
@@ -51,26 +52,26 @@ func TestMapEvents(t *testing.T) {
 		{name: "good row", want: want{name: "purchase", timeMs: noonMs, value: str("9.99"), ids: "stableID=d1,userID=u1", meta: `{"a":"x","b":"1","plan":"pro"}`}},
 
 		{name: "event_name null", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, nil)} },
-			want: want{reason: ReasonEventNameMissing, field: "event_name", detail: "is null"}},
+			want: want{reason: vocab.ReasonEventNameMissing, field: "event_name", detail: "is null"}},
 		{name: "event_name empty", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, "")} },
-			want: want{reason: ReasonEventNameMissing, detail: "is empty"}},
+			want: want{reason: vocab.ReasonEventNameMissing, detail: "is empty"}},
 		{name: "event_name blank", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, "  \t")} },
-			want: want{reason: ReasonEventNameMissing}},
+			want: want{reason: vocab.ReasonEventNameMissing}},
 		{name: "event_name 127 chars", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, long127)} },
 			want: want{name: long127, timeMs: noonMs, value: str("9.99")}},
 		{name: "event_name 127 two-byte chars", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, accents127)} },
 			want: want{name: accents127, timeMs: noonMs}},
 		{name: "event_name 128 chars", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, long127+"y")} },
-			want: want{reason: ReasonEventNameTooLong, detail: "has 128 characters, more than 127"}},
+			want: want{reason: vocab.ReasonEventNameTooLong, detail: "has 128 characters, more than 127"}},
 		{name: "event_name BOOLEAN column", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", B, true)} },
-			want: want{reason: ReasonTypeMismatch, field: "event_name", detail: `column "name" mapped to event_name is BOOLEAN (test_BOOLEAN); event_name needs STRING`}},
+			want: want{reason: vocab.ReasonTypeMismatch, field: "event_name", detail: `column "name" mapped to event_name is BOOLEAN (test_BOOLEAN); event_name needs STRING`}},
 		{name: "event_name invalid UTF-8", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, "bad\xff")} },
-			want: want{reason: ReasonInvalidText}},
+			want: want{reason: vocab.ReasonInvalidText}},
 		{name: "event_name NUL", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "name", S, "a\x00b")} },
-			want: want{reason: ReasonInvalidText}},
+			want: want{reason: vocab.ReasonInvalidText}},
 
 		{name: "timestamp null", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, nil)} },
-			want: want{reason: ReasonTimestampMissing}},
+			want: want{reason: vocab.ReasonTimestampMissing}},
 		{name: "timestamp TIMESTAMP column", cols: func(tb testing.TB) []schemas.Column {
 			return []schemas.Column{col(tb, "ts", schemas.TypeTimestamp, time.Unix(noon, 123456789))}
 		}, want: want{name: "purchase", timeMs: noonMs + 123}},
@@ -88,15 +89,15 @@ func TestMapEvents(t *testing.T) {
 			return []schemas.Column{col(tb, "ts", S, "2024-03-10T12:00:00.5Z")}
 		}, want: want{name: "purchase", timeMs: noonMs + 500}},
 		{name: "timestamp unparseable", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", S, "yesterday")} },
-			want: want{reason: ReasonTimestampUnparseable, detail: `"yesterday" is neither a number of epoch seconds`}},
+			want: want{reason: vocab.ReasonTimestampUnparseable, detail: `"yesterday" is neither a number of epoch seconds`}},
 		{name: "timestamp milliseconds with unit seconds", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noonMs)} },
-			want: want{reason: ReasonTimestampUnitMismatch, detail: "looks like milliseconds, not seconds; set timestamp_unit: milliseconds"}},
+			want: want{reason: vocab.ReasonTimestampUnitMismatch, detail: "looks like milliseconds, not seconds; set timestamp_unit: milliseconds"}},
 		{name: "timestamp microseconds with unit seconds", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noonMs*1000)} },
-			want: want{reason: ReasonTimestampUnitMismatch, detail: "looks like microseconds"}},
+			want: want{reason: vocab.ReasonTimestampUnitMismatch, detail: "looks like microseconds"}},
 		{name: "timestamp ms as DOUBLE with unit seconds", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", D, float64(noonMs))} },
-			want: want{reason: ReasonTimestampUnitMismatch, detail: "looks like milliseconds"}},
+			want: want{reason: vocab.ReasonTimestampUnitMismatch, detail: "looks like milliseconds"}},
 		{name: "timestamp seconds with unit milliseconds", unit: UnitMilliseconds, cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noon)} },
-			want: want{reason: ReasonTimestampUnitMismatch, detail: "looks like seconds, not milliseconds; set timestamp_unit: seconds"}},
+			want: want{reason: vocab.ReasonTimestampUnitMismatch, detail: "looks like seconds, not milliseconds; set timestamp_unit: seconds"}},
 		{name: "timestamp unit milliseconds", unit: UnitMilliseconds, cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noonMs+7)} },
 			want: want{name: "purchase", timeMs: noonMs + 7}},
 		{name: "timestamp unit microseconds", unit: UnitMicroseconds, cols: func(tb testing.TB) []schemas.Column {
@@ -110,19 +111,19 @@ func TestMapEvents(t *testing.T) {
 		{name: "timestamp auto nanoseconds", unit: UnitAuto, cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noonMs*1_000_000)} },
 			want: want{name: "purchase", timeMs: noonMs}},
 		{name: "timestamp nanoseconds with unit seconds", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noonMs*1_000_000)} },
-			want: want{reason: ReasonTimestampUnitMismatch, detail: "looks like nanoseconds"}},
+			want: want{reason: vocab.ReasonTimestampUnitMismatch, detail: "looks like nanoseconds"}},
 		{name: "timestamp zero", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, 0)} },
-			want: want{reason: ReasonTimestampOutOfRange, detail: "before 2000-01-01"}},
+			want: want{reason: vocab.ReasonTimestampOutOfRange, detail: "before 2000-01-01"}},
 		{name: "timestamp negative", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, -5)} },
-			want: want{reason: ReasonTimestampOutOfRange, detail: "negative"}},
+			want: want{reason: vocab.ReasonTimestampOutOfRange, detail: "negative"}},
 		{name: "timestamp end of next day", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noon+36*3600-1)} },
 			want: want{name: "purchase", timeMs: (noon + 36*3600 - 1) * 1000}},
 		{name: "timestamp two days after", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", L, noon+36*3600)} },
-			want: want{reason: ReasonTimestampOutOfRange, detail: "more than a day after the run's day 2024-03-10"}},
+			want: want{reason: vocab.ReasonTimestampOutOfRange, detail: "more than a day after the run's day 2024-03-10"}},
 		{name: "timestamp NaN", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", D, nan())} },
-			want: want{reason: ReasonTimestampUnparseable}},
+			want: want{reason: vocab.ReasonTimestampUnparseable}},
 		{name: "timestamp BOOLEAN column", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "ts", B, true)} },
-			want: want{reason: ReasonTypeMismatch, field: "timestamp"}},
+			want: want{reason: vocab.ReasonTypeMismatch, field: "timestamp"}},
 
 		{name: "integer id cast", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "user_id", L, 42)} },
 			want: want{name: "purchase", ids: "stableID=d1,userID=42"}},
@@ -137,9 +138,9 @@ func TestMapEvents(t *testing.T) {
 			want: want{name: "purchase", ids: "userID=u1"}},
 		{name: "no id left", cols: func(tb testing.TB) []schemas.Column {
 			return []schemas.Column{col(tb, "device_id", S, nil), col(tb, "user_id", S, " ")}
-		}, want: want{reason: ReasonUnitIDMissing, detail: `columns "device_id", "user_id" are all empty or null`}},
+		}, want: want{reason: vocab.ReasonUnitIDMissing, detail: `columns "device_id", "user_id" are all empty or null`}},
 		{name: "id BOOLEAN column", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "user_id", B, true)} },
-			want: want{reason: ReasonTypeMismatch, field: "ids.userID"}},
+			want: want{reason: vocab.ReasonTypeMismatch, field: "ids.userID"}},
 
 		{name: "event_value null", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "value", S, nil)} },
 			want: want{name: "purchase", value: str("")}},
@@ -155,7 +156,7 @@ func TestMapEvents(t *testing.T) {
 		{name: "event_value string kept verbatim", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "value", S, "007")} },
 			want: want{name: "purchase", value: str("007")}},
 		{name: "event_value 128 chars", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "value", S, long127+"z")} },
-			want: want{reason: ReasonEventValueTooLong}},
+			want: want{reason: vocab.ReasonEventValueTooLong}},
 
 		{name: "metadata fixed columns, typed", cols: func(tb testing.TB) []schemas.Column {
 			return []schemas.Column{col(tb, "plan", L, 3), col(tb, "country", S, "NZ"), col(tb, "meta", S, nil)}
@@ -177,16 +178,16 @@ func TestMapEvents(t *testing.T) {
 			return []schemas.Column{col(tb, "plan", S, "a\nb\x01\\"), col(tb, "meta", S, nil)}
 		}, want: want{name: "purchase", meta: `{"plan":"a\nb\u0001\\"}`}},
 		{name: "metadata json invalid", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "meta", S, `{"a":`)} },
-			want: want{reason: ReasonMetadataJSONInvalid, detail: "not valid JSON"}},
+			want: want{reason: vocab.ReasonMetadataJSONInvalid, detail: "not valid JSON"}},
 		{name: "metadata json array", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "meta", S, `[1,2]`)} },
-			want: want{reason: ReasonMetadataJSONInvalid, detail: "is a JSON array, not an object"}},
+			want: want{reason: vocab.ReasonMetadataJSONInvalid, detail: "is a JSON array, not an object"}},
 		{name: "metadata json NUL escape", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "meta", S, `{"a":"\u0000"}`)} },
-			want: want{reason: ReasonInvalidText}},
+			want: want{reason: vocab.ReasonInvalidText}},
 		{name: "metadata_json LONG column", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{col(tb, "meta", L, 1)} },
-			want: want{reason: ReasonTypeMismatch, field: "metadata_json"}},
+			want: want{reason: vocab.ReasonTypeMismatch, field: "metadata_json"}},
 
 		{name: "missing column", cols: func(tb testing.TB) []schemas.Column { return []schemas.Column{{Name: "device_id"}} },
-			want: want{reason: ReasonMissingColumn, field: "ids.stableID", detail: `mapped column "device_id" (ids.stableID) not in the query result`}},
+			want: want{reason: vocab.ReasonMissingColumn, field: "ids.stableID", detail: `mapped column "device_id" (ids.stableID) not in the query result`}},
 		{name: "column names matched case-insensitively", edit: func(m *config.Mapping) { m.EventName = "NAME" },
 			want: want{name: "purchase"}},
 	}
@@ -208,7 +209,7 @@ func TestMapEvents(t *testing.T) {
 					t.Fatalf("got %d events and rejections %+v, want one %s rejection", len(out.Events), rejected, tt.want.reason)
 				}
 				r := rejected[0]
-				if r.Reason != tt.want.reason || !strings.Contains(r.Detail, tt.want.detail) {
+				if r.Reason != string(tt.want.reason) || !strings.Contains(r.Detail, tt.want.detail) {
 					t.Fatalf("rejected %s %q, want %s containing %q", r.Reason, r.Detail, tt.want.reason, tt.want.detail)
 				}
 				if tt.want.field != "" && r.Field != tt.want.field {
@@ -217,7 +218,7 @@ func TestMapEvents(t *testing.T) {
 				if r.Position != 1000 {
 					t.Errorf("position %d, want 1000", r.Position)
 				}
-				if len(out.Rejected) != 1 || out.Rejected[0] != (schemas.ReasonCount{Reason: tt.want.reason, Count: 1}) {
+				if len(out.Rejected) != 1 || out.Rejected[0] != (schemas.ReasonCount{Reason: string(tt.want.reason), Count: 1}) {
 					t.Errorf("out.Rejected = %+v", out.Rejected)
 				}
 				return

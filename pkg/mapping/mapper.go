@@ -214,7 +214,7 @@ func sortedKeys(m map[string]string) []string {
 // Rejection is one row that could not be mapped.
 type Rejection struct {
 	Position int64  // the row's position in the query result
-	Reason   string // a stable reason code, one of the Reason* constants
+	Reason   string // a stable reason code, one of vocab.RowReasons
 	Detail   string // what is wrong, for a person
 	Field    string // the mapping field at fault ("" when none is)
 	Column   string // the column at fault ("" when none is)

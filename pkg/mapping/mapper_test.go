@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -40,9 +41,9 @@ func TestMapBatchAccountsForEveryRow(t *testing.T) {
 		t.Fatalf("events = %+v", out.Events)
 	}
 	wantReasons := []schemas.ReasonCount{
-		{Reason: ReasonEventNameMissing, Count: 2},
-		{Reason: ReasonTimestampUnitMismatch, Count: 1},
-		{Reason: ReasonUnitIDMissing, Count: 1},
+		{Reason: string(vocab.ReasonEventNameMissing), Count: 2},
+		{Reason: string(vocab.ReasonTimestampUnitMismatch), Count: 1},
+		{Reason: string(vocab.ReasonUnitIDMissing), Count: 1},
 	}
 	if !equalCounts(out.Rejected, wantReasons) {
 		t.Fatalf("out.Rejected = %+v, want %+v", out.Rejected, wantReasons)
@@ -88,17 +89,17 @@ func TestMapRejectsWholeBatch(t *testing.T) {
 	tests := []struct {
 		name   string
 		cols   func(tb testing.TB) []schemas.Column
-		reason string
+		reason vocab.Reason
 		detail string
 	}{
 		{name: "two missing columns", cols: func(tb testing.TB) []schemas.Column {
 			return []schemas.Column{{Name: "name"}, {Name: "plan"}}
-		}, reason: ReasonMissingColumn, detail: `mapped column "name" (event_name), "plan" (metadata.plan) not in the query result; its columns are: ts, user_id`},
+		}, reason: vocab.ReasonMissingColumn, detail: `mapped column "name" (event_name), "plan" (metadata.plan) not in the query result; its columns are: ts, user_id`},
 		{name: "short column", cols: func(tb testing.TB) []schemas.Column {
 			c := col(tb, "ts", schemas.TypeLong, noon, noon, noon)
 			c.Longs = c.Longs[:2]
 			return []schemas.Column{c}
-		}, reason: ReasonMalformedBatch, detail: `column "ts" has fewer values than the batch's 3 rows`},
+		}, reason: vocab.ReasonMalformedBatch, detail: `column "ts" has fewer values than the batch's 3 rows`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,7 +116,7 @@ func TestMapRejectsWholeBatch(t *testing.T) {
 				t.Fatalf("rejected %d, mapped %d; want all 3 rejected", len(rejected), len(out.Events))
 			}
 			for _, r := range rejected {
-				if r.Reason != tt.reason || !strings.Contains(r.Detail, tt.detail) {
+				if r.Reason != string(tt.reason) || !strings.Contains(r.Detail, tt.detail) {
 					t.Fatalf("rejected %s %q, want %s containing %q", r.Reason, r.Detail, tt.reason, tt.detail)
 				}
 			}

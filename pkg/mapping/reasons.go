@@ -1,32 +1,6 @@
 package mapping
 
-// Reason codes of rejected rows. They are stable: dashboards, dead-letter
-// consumers and the per-run counts key on them. REASONS.md documents each.
-const (
-	ReasonMissingColumn         = "missing_column"
-	ReasonTypeMismatch          = "type_mismatch"
-	ReasonMalformedBatch        = "malformed_batch"
-	ReasonInvalidText           = "invalid_text"
-	ReasonEventNameMissing      = "event_name_missing"
-	ReasonEventNameTooLong      = "event_name_too_long"
-	ReasonTimestampMissing      = "timestamp_missing"
-	ReasonTimestampUnparseable  = "timestamp_unparseable"
-	ReasonTimestampUnitMismatch = "timestamp_unit_mismatch"
-	ReasonTimestampOutOfRange   = "timestamp_out_of_range"
-	ReasonUnitIDMissing         = "unit_id_missing"
-	ReasonEventValueTooLong     = "event_value_too_long"
-	ReasonMetadataJSONInvalid   = "metadata_json_invalid"
-	ReasonIDTypeMissing         = "id_type_missing"
-	ReasonIDTypeUnknown         = "id_type_unknown"
-	ReasonDateMissing           = "date_missing"
-	ReasonDateUnparseable       = "date_unparseable"
-	ReasonDateOutsideDay        = "date_outside_day"
-	ReasonMetricNameMissing     = "metric_name_missing"
-	ReasonMetricNameTooLong     = "metric_name_too_long"
-	ReasonNumeratorNull         = "numerator_null"
-	ReasonDenominatorNull       = "denominator_null"
-	ReasonValueNotNumeric       = "value_not_numeric"
-)
+import "github.com/sluicehq/sluice/pkg/vocab"
 
 // reason is a reason code's index in reasonCodes; counting by index keeps
 // the per-row path free of map lookups.
@@ -60,40 +34,33 @@ const (
 	numReasons
 )
 
-var reasonCodes = [numReasons]string{
+// reasonCodes lists vocab.RowReasons in the same order (a test holds them
+// in step).
+var reasonCodes = [numReasons]vocab.Reason{
 	rNone:                  "",
-	rMissingColumn:         ReasonMissingColumn,
-	rTypeMismatch:          ReasonTypeMismatch,
-	rMalformedBatch:        ReasonMalformedBatch,
-	rInvalidText:           ReasonInvalidText,
-	rEventNameMissing:      ReasonEventNameMissing,
-	rEventNameTooLong:      ReasonEventNameTooLong,
-	rTimestampMissing:      ReasonTimestampMissing,
-	rTimestampUnparseable:  ReasonTimestampUnparseable,
-	rTimestampUnitMismatch: ReasonTimestampUnitMismatch,
-	rTimestampOutOfRange:   ReasonTimestampOutOfRange,
-	rUnitIDMissing:         ReasonUnitIDMissing,
-	rEventValueTooLong:     ReasonEventValueTooLong,
-	rMetadataJSONInvalid:   ReasonMetadataJSONInvalid,
-	rIDTypeMissing:         ReasonIDTypeMissing,
-	rIDTypeUnknown:         ReasonIDTypeUnknown,
-	rDateMissing:           ReasonDateMissing,
-	rDateUnparseable:       ReasonDateUnparseable,
-	rDateOutsideDay:        ReasonDateOutsideDay,
-	rMetricNameMissing:     ReasonMetricNameMissing,
-	rMetricNameTooLong:     ReasonMetricNameTooLong,
-	rNumeratorNull:         ReasonNumeratorNull,
-	rDenominatorNull:       ReasonDenominatorNull,
-	rValueNotNumeric:       ReasonValueNotNumeric,
+	rMissingColumn:         vocab.ReasonMissingColumn,
+	rTypeMismatch:          vocab.ReasonTypeMismatch,
+	rMalformedBatch:        vocab.ReasonMalformedBatch,
+	rInvalidText:           vocab.ReasonInvalidText,
+	rEventNameMissing:      vocab.ReasonEventNameMissing,
+	rEventNameTooLong:      vocab.ReasonEventNameTooLong,
+	rTimestampMissing:      vocab.ReasonTimestampMissing,
+	rTimestampUnparseable:  vocab.ReasonTimestampUnparseable,
+	rTimestampUnitMismatch: vocab.ReasonTimestampUnitMismatch,
+	rTimestampOutOfRange:   vocab.ReasonTimestampOutOfRange,
+	rUnitIDMissing:         vocab.ReasonUnitIDMissing,
+	rEventValueTooLong:     vocab.ReasonEventValueTooLong,
+	rMetadataJSONInvalid:   vocab.ReasonMetadataJSONInvalid,
+	rIDTypeMissing:         vocab.ReasonIDTypeMissing,
+	rIDTypeUnknown:         vocab.ReasonIDTypeUnknown,
+	rDateMissing:           vocab.ReasonDateMissing,
+	rDateUnparseable:       vocab.ReasonDateUnparseable,
+	rDateOutsideDay:        vocab.ReasonDateOutsideDay,
+	rMetricNameMissing:     vocab.ReasonMetricNameMissing,
+	rMetricNameTooLong:     vocab.ReasonMetricNameTooLong,
+	rNumeratorNull:         vocab.ReasonNumeratorNull,
+	rDenominatorNull:       vocab.ReasonDenominatorNull,
+	rValueNotNumeric:       vocab.ReasonValueNotNumeric,
 }
 
-func (r reason) String() string { return reasonCodes[r] }
-
-// Reasons lists every reason code, in a stable order.
-func Reasons() []string {
-	out := make([]string, 0, numReasons-1)
-	for _, c := range reasonCodes[1:] {
-		out = append(out, c)
-	}
-	return out
-}
+func (r reason) String() string { return string(reasonCodes[r]) }

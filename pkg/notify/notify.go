@@ -42,7 +42,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/store"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // Events a webhook hears about.
@@ -281,11 +281,11 @@ type Message struct {
 	Ingestion string
 	Date      string
 	RunID     string
-	Trigger   string
-	Rows      int64  // rows loaded
-	Extracted int64  // rows the query returned
-	Category  string // failed: the error category
-	Detail    string // failed: the error; reload: why
+	Trigger   vocab.Trigger
+	Rows      int64          // rows loaded
+	Extracted int64          // rows the query returned
+	Category  vocab.Category // failed: the error category
+	Detail    string         // failed: the error; reload: why
 }
 
 // ID is the notification's id, sent in HeaderID.
@@ -298,11 +298,11 @@ func Classify(r store.Run) (Message, bool) {
 	m := Message{Project: r.Project, Ingestion: r.Ingestion, Date: r.Date, RunID: r.RunID, Trigger: r.Trigger,
 		Rows: r.Mapped, Extracted: r.Extracted}
 	switch {
-	case r.Status == store.StatusFailed:
+	case r.Status == vocab.StatusFailed:
 		m.Event, m.Category, m.Detail = EventFailed, r.ErrorCategory, r.ErrorMessage
-	case r.Status == store.StatusLoadedEmpty:
+	case r.Status == vocab.StatusLoadedEmpty:
 		m.Event = EventEmpty
-	case r.Status == store.StatusSuccessful && r.Trigger == schemas.TriggerReload:
+	case r.Status == vocab.StatusSuccessful && r.Trigger == vocab.TriggerReload:
 		m.Event, m.Detail = EventReload, r.Message
 	default:
 		return m, false
@@ -434,7 +434,7 @@ func Payload(m Message) SlackPayload {
 	case EventFailed:
 		text = fmt.Sprintf(":x: Sluice: %s failed", where)
 		if m.Category != "" {
-			text += " (" + m.Category + ")"
+			text += " (" + string(m.Category) + ")"
 		}
 		if m.Detail != "" {
 			text += ": " + clip(m.Detail, 500)

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
 	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -203,23 +204,24 @@ func (f *fixture) update(tb testing.TB, u store.RunUpdate) {
 		u.Project = "p1"
 	}
 	if u.Trigger == "" {
-		u.Trigger = schemas.TriggerScheduled
+		u.Trigger = vocab.TriggerScheduled
 	}
 	if err := f.store.UpdateRun(context.Background(), u); err != nil {
 		tb.Fatal(err)
 	}
 }
 
-func (f *fixture) failRun(tb testing.TB, id, date, category, msg string) {
+func (f *fixture) failRun(tb testing.TB, id, date string, category vocab.Category, msg string) {
 	tb.Helper()
-	f.update(tb, store.RunUpdate{RunID: id, Date: date, Status: store.StatusFailed, ErrorCategory: category, ErrorMessage: msg})
+	f.update(tb, store.RunUpdate{RunID: id, Date: date, Status: vocab.StatusFailed, ErrorCategory: category, ErrorMessage: msg})
 }
 
 // load is one extraction of a run: rows events and rejected bad rows.
 type load struct {
-	project, run, extract, trigger, date string
-	fence                                int64
-	rows, rejected                       int
+	project, run, extract, date string
+	trigger                     vocab.Trigger
+	fence                       int64
+	rows, rejected              int
 }
 
 // complete stages and completes l, expecting want.
@@ -230,13 +232,13 @@ func (f *fixture) complete(tb testing.TB, l load, want store.Outcome) {
 		l.project = "p1"
 	}
 	if l.trigger == "" {
-		l.trigger = schemas.TriggerScheduled
+		l.trigger = vocab.TriggerScheduled
 	}
 	end := store.RunEnd{RunID: l.run, ExtractID: l.extract, Project: l.project, Ingestion: "events_daily", Type: "events",
 		Date: l.date, Trigger: l.trigger, Fence: l.fence, Batches: 1, Rows: int64(l.rows + l.rejected),
 		MaxRejectedShare: 0.5, At: f.clock.Now()}
 	b := &schemas.MappedBatch{RunID: l.run, ExtractID: l.extract, Project: l.project, Ingestion: end.Ingestion, Date: l.date,
-		Trigger: l.trigger, Fence: l.fence, Kind: schemas.KindRows, Type: "events", RowCount: end.Rows}
+		Trigger: string(l.trigger), Fence: l.fence, Kind: schemas.KindRows, Type: "events", RowCount: end.Rows}
 	if l.rejected > 0 {
 		b.Rejected = []schemas.ReasonCount{{Reason: "bad_time", Count: int64(l.rejected)}}
 	}
@@ -279,21 +281,21 @@ func (f *fixture) due(tb testing.TB, projects ...string) []string {
 func TestEveryDueNotificationDeliveredOnce(t *testing.T) {
 	eachStore(t, func(t *testing.T, open openStore) {
 		f := newFixtureOn(t, open, 0, 0)
-		f.failRun(t, "run-failed", "2024-02-20", "QUERY_ERROR", `relation "events" does not exist`)
+		f.failRun(t, "run-failed", "2024-02-20", vocab.CategoryQuery, `relation "events" does not exist`)
 		f.complete(t, load{run: "run-empty", extract: "run-empty-x", date: "2024-02-21", fence: 1}, store.Swapped)
-		f.update(t, store.RunUpdate{RunID: "run-reload", Date: "2024-02-21", Fence: 2, Trigger: schemas.TriggerReload,
-			Status: store.StatusScheduled, Message: "warehouse count changed by 12%"})
-		f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.Swapped)
+		f.update(t, store.RunUpdate{RunID: "run-reload", Date: "2024-02-21", Fence: 2, Trigger: vocab.TriggerReload,
+			Status: vocab.StatusScheduled, Message: "warehouse count changed by 12%"})
+		f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: vocab.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.Swapped)
 		f.complete(t, load{run: "run-normal", extract: "run-normal-x", date: "2024-02-19", fence: 3, rows: 2}, store.Swapped)
 		f.complete(t, load{run: "run-rejects", extract: "run-rejects-x", date: "2024-02-18", rows: 1, rejected: 9}, store.TooManyRejected)
 		f.complete(t, load{run: "run-stale", extract: "run-stale-x", date: "2024-02-21", fence: 1, rows: 1}, store.Stale)
 		f.complete(t, load{project: "quiet", run: "run-quiet", extract: "run-quiet-x", date: "2024-02-21"}, store.Swapped)
-		f.update(t, store.RunUpdate{RunID: "run-started", Date: "2024-02-17", Status: store.StatusStarted})
+		f.update(t, store.RunUpdate{RunID: "run-started", Date: "2024-02-17", Status: vocab.StatusStarted})
 		// The reload's request was redelivered: its END again, and a second
 		// extraction of the same run.
-		f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
-		f.complete(t, load{run: "run-reload", extract: "run-reload-y", trigger: schemas.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
-		f.failRun(t, "run-failed", "2024-02-20", "QUERY_ERROR", "again") // a redelivered FAILED marker
+		f.complete(t, load{run: "run-reload", extract: "run-reload-x", trigger: vocab.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
+		f.complete(t, load{run: "run-reload", extract: "run-reload-y", trigger: vocab.TriggerReload, date: "2024-02-21", fence: 2, rows: 3}, store.AlreadyDone)
+		f.failRun(t, "run-failed", "2024-02-20", vocab.CategoryQuery, "again") // a redelivered FAILED marker
 
 		n := f.notifier(t, Config{})
 		n.poll(context.Background())
@@ -308,10 +310,10 @@ func TestEveryDueNotificationDeliveredOnce(t *testing.T) {
 			t.Fatalf("delivered %v, want %v", got, want)
 		}
 		for id, wants := range map[string][]string{
-			"p1/run-failed/failed":  {"p1/events_daily 2024-02-20 failed", "QUERY_ERROR", `relation "events" does not exist`},
+			"p1/run-failed/failed":  {"p1/events_daily 2024-02-20 failed", string(vocab.CategoryQuery), `relation "events" does not exist`},
 			"p1/run-empty/empty":    {"2024-02-21 loaded with no data"},
 			"p1/run-reload/reload":  {"reloaded: 3 rows loaded", "12%"},
-			"p1/run-rejects/failed": {store.CategoryTooManyRejected, "90.0% of 10 rows rejected"},
+			"p1/run-rejects/failed": {string(vocab.CategoryTooManyRejected), "90.0% of 10 rows rejected"},
 		} {
 			text := f.hook.text(t, id)
 			for _, w := range wants {
@@ -334,9 +336,9 @@ func TestEveryDueNotificationDeliveredOnce(t *testing.T) {
 func TestReceiverFailsThenRecovers(t *testing.T) {
 	eachStore(t, func(t *testing.T, open openStore) {
 		f := newFixtureOn(t, open, 7, http.StatusServiceUnavailable)
-		f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "boom")
+		f.failRun(t, "run-a", "2024-02-20", vocab.CategoryQuery, "boom")
 		f.clock.Advance(time.Second)
-		f.failRun(t, "run-b", "2024-02-21", "CONNECTION_ERROR", "refused")
+		f.failRun(t, "run-b", "2024-02-21", vocab.CategoryConnection, "refused")
 		n := f.notifier(t, Config{MaxAttempts: 5, Backoff: time.Second})
 		n.poll(context.Background())
 		if got := f.hook.callCount(); got != 5 {
@@ -372,7 +374,7 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 func TestDrainDeliversWhatIsDue(t *testing.T) {
 	f := newFixture(t, 0, 0)
 	for i := range 3 {
-		f.failRun(t, fmt.Sprintf("run-%d", i), fmt.Sprintf("2024-02-1%d", i), "QUERY_ERROR", "x")
+		f.failRun(t, fmt.Sprintf("run-%d", i), fmt.Sprintf("2024-02-1%d", i), vocab.CategoryQuery, "x")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -390,8 +392,8 @@ func TestDrainDeliversWhatIsDue(t *testing.T) {
 func TestRestartDeliversWhatWasLeft(t *testing.T) {
 	eachStore(t, func(t *testing.T, open openStore) {
 		f := newFixtureOn(t, open, 1000, http.StatusBadGateway)
-		f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "x")
-		f.failRun(t, "run-b", "2024-02-21", "QUERY_ERROR", "y")
+		f.failRun(t, "run-a", "2024-02-20", vocab.CategoryQuery, "x")
+		f.failRun(t, "run-b", "2024-02-21", vocab.CategoryQuery, "y")
 		ctx, cancel := context.WithCancel(context.Background())
 		first := f.notifier(t, Config{MaxAttempts: 2, Owner: "first"})
 		done := make(chan error, 1)
@@ -421,7 +423,7 @@ func TestConcurrentNotifiersDeliverOnce(t *testing.T) {
 	eachStore(t, func(t *testing.T, open openStore) {
 		f := newFixtureOn(t, open, 0, 0)
 		for i := range 20 {
-			f.failRun(t, fmt.Sprintf("run-%02d", i), "2024-02-20", "QUERY_ERROR", "x")
+			f.failRun(t, fmt.Sprintf("run-%02d", i), "2024-02-20", vocab.CategoryQuery, "x")
 		}
 		a, b := f.notifier(t, Config{Batch: 3, Owner: "a"}), f.notifier(t, Config{Batch: 3, Owner: "b"})
 		var wg sync.WaitGroup
@@ -442,7 +444,7 @@ func TestConcurrentNotifiersDeliverOnce(t *testing.T) {
 
 func TestPermanentErrorGivesUp(t *testing.T) {
 	f := newFixture(t, 1, http.StatusNotFound)
-	f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "x")
+	f.failRun(t, "run-a", "2024-02-20", vocab.CategoryQuery, "x")
 	n := f.notifier(t, Config{})
 	n.poll(context.Background())
 	f.clock.Advance(n.cfg.Lease)
@@ -464,7 +466,7 @@ func TestPermanentErrorGivesUp(t *testing.T) {
 
 func TestTooOldIsDroppedUnsent(t *testing.T) {
 	f := newFixture(t, 0, 0)
-	f.failRun(t, "run-a", "2024-02-20", "QUERY_ERROR", "x")
+	f.failRun(t, "run-a", "2024-02-20", vocab.CategoryQuery, "x")
 	f.clock.Advance(25 * time.Hour)
 	n := f.notifier(t, Config{})
 	n.poll(context.Background())

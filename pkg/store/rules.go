@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // Rules shared by every Store implementation: how a run moves forward, what
@@ -20,48 +22,12 @@ var ErrCountMismatch = errors.New("staged row count does not match the end recor
 // ErrUnknownStatus is returned by UpdateRun for a status it cannot rank.
 var ErrUnknownStatus = errors.New("unknown run status")
 
-// Error categories the store itself assigns.
-const (
-	CategoryTooManyRejected = "TOO_MANY_REJECTED_ROWS"
-)
-
-// Extra seed-product statuses that runs may pass through.
-const (
-	StatusRescheduled       = "IMPORT_RESCHEDULED"
-	StatusBackfillRequested = "BACKFILL_REQUESTED"
-	StatusFileCreated       = "FILE_CREATED"
-	StatusRowsInserted      = "ROWS_INSERTED"
-)
-
-const terminalRank = 10
-
-// StatusRank orders statuses so a run never moves backwards; 0 means the
-// status is unknown. Every terminal status has the same, highest rank.
-func StatusRank(status string) int {
-	switch status {
-	case StatusScheduled, StatusRescheduled, StatusBackfillRequested:
-		return 1
-	case StatusStarted:
-		return 2
-	case StatusFileCreated, StatusDownloaded:
-		return 3
-	case StatusRowsInserted:
-		return 4
-	case StatusSuccessful, StatusLoadedEmpty, StatusFailed, StatusSuperseded, StatusNoDataYet:
-		return terminalRank
-	}
-	return 0
-}
-
-// IsTerminal reports whether status ends a run.
-func IsTerminal(status string) bool { return StatusRank(status) == terminalRank }
-
 // AdvanceRun applies u to r (the zero Run when the run is new) and reports
 // whether it changed anything. An update that does not rank above the run's
 // current status is a redelivery or a late message and is ignored; a
 // terminal status is final.
 func AdvanceRun(r *Run, u RunUpdate, at time.Time) (bool, error) {
-	rank := StatusRank(u.Status)
+	rank := u.Status.Rank()
 	if rank == 0 {
 		return false, fmt.Errorf("run %s: %w %q", u.RunID, ErrUnknownStatus, u.Status)
 	}
@@ -71,12 +37,12 @@ func AdvanceRun(r *Run, u RunUpdate, at time.Time) (bool, error) {
 			Date: u.Date, Trigger: u.Trigger, Fence: u.Fence, CreatedAt: at,
 		}
 	}
-	if rank <= StatusRank(r.Status) {
+	if rank <= r.Status.Rank() {
 		return false, nil
 	}
 	fillRun(r, u.Ingestion, u.Type, u.Date, u.Trigger, u.Fence)
 	r.Status = u.Status
-	if u.Status == StatusFailed {
+	if u.Status == vocab.StatusFailed {
 		r.ErrorCategory, r.ErrorMessage = u.ErrorCategory, u.ErrorMessage
 	}
 	if u.Message != "" {
@@ -84,14 +50,14 @@ func AdvanceRun(r *Run, u RunUpdate, at time.Time) (bool, error) {
 	}
 	r.History = append(r.History, Stage{Status: u.Status, At: at})
 	r.UpdatedAt = at
-	r.NotificationDue = IsTerminal(u.Status)
+	r.NotificationDue = u.Status.Terminal()
 	return true, nil
 }
 
 // FinishRun records a swap on the run: the data is visible, so this wins
 // over whatever the run said before (a retried extraction of a run that an
 // extractor had already reported failed, for instance).
-func FinishRun(r *Run, end RunEnd, status string, t Tally, at time.Time) {
+func FinishRun(r *Run, end RunEnd, status vocab.Status, t Tally, at time.Time) {
 	if r.RunID == "" {
 		*r = Run{RunID: end.RunID, Project: end.Project, CreatedAt: at}
 	}
@@ -112,7 +78,7 @@ func RecordCounts(r *Run, end RunEnd, t Tally) {
 	r.Extracted, r.Mapped, r.Rejected = end.Rows, t.Mapped, t.RejectedCopy()
 }
 
-func fillRun(r *Run, ingestion, typ, date, trigger string, fence int64) {
+func fillRun(r *Run, ingestion, typ, date string, trigger vocab.Trigger, fence int64) {
 	if r.Ingestion == "" {
 		r.Ingestion = ingestion
 	}
@@ -146,13 +112,13 @@ func ApplyRunToDay(d *Day, visible bool, u RunUpdate) bool {
 	if !visible {
 		d.Status = u.Status
 		d.ErrorCategory, d.ErrorMessage = "", ""
-		if u.Status == StatusFailed {
+		if u.Status == vocab.StatusFailed {
 			d.ErrorCategory, d.ErrorMessage = u.ErrorCategory, u.ErrorMessage
 		}
 		d.Message = u.Message
 		return true
 	}
-	if u.Status != StatusFailed {
+	if u.Status != vocab.StatusFailed {
 		return false
 	}
 	d.ErrorCategory, d.ErrorMessage = u.ErrorCategory, u.ErrorMessage
@@ -163,9 +129,9 @@ func ApplyRunToDay(d *Day, visible bool, u RunUpdate) bool {
 // SwapDay makes the day show the extraction end with tally t, loaded at at.
 func SwapDay(d *Day, end RunEnd, t Tally, at time.Time) {
 	d.Type = end.Type
-	d.Status = StatusSuccessful
+	d.Status = vocab.StatusSuccessful
 	if t.Mapped == 0 {
-		d.Status = StatusLoadedEmpty
+		d.Status = vocab.StatusLoadedEmpty
 	}
 	d.Message, d.ErrorCategory, d.ErrorMessage = "", "", ""
 	d.VisibleRunID = end.RunID

@@ -21,19 +21,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
-)
-
-// Run and day statuses, named as the seed product names them.
-const (
-	StatusScheduled   = "IMPORT_SCHEDULED"   // requested, waiting for an extractor
-	StatusStarted     = "IMPORT_STARTED"     // the extractor runs the query
-	StatusDownloaded  = "DOWNLOAD_COMPLETED" // every row extracted
-	StatusSuccessful  = "IMPORT_SUCCESSFUL"  // the day is visible with this run's rows
-	StatusLoadedEmpty = "LOADED_EMPTY_DATA"  // the day is visible and has no rows
-	StatusNoDataYet   = "NO_DATA_YET"        // the schedule window closed without rows
-	StatusFailed      = "FAILED"             // see ErrorCategory
-	StatusSuperseded  = "SUPERSEDED"         // a newer run of the day won
 )
 
 // ErrNotFound is returned when a run or day does not exist (in that project).
@@ -47,7 +36,7 @@ type RunEnd struct {
 	Ingestion string
 	Type      string // events | metrics
 	Date      string // YYYY-MM-DD
-	Trigger   string
+	Trigger   vocab.Trigger
 	Fence     int64
 	Batches   int64
 	Rows      int64
@@ -85,10 +74,10 @@ type RunUpdate struct {
 	Ingestion     string
 	Type          string
 	Date          string
-	Trigger       string
+	Trigger       vocab.Trigger
 	Fence         int64
-	Status        string
-	ErrorCategory string
+	Status        vocab.Status
+	ErrorCategory vocab.Category
 	ErrorMessage  string
 	Message       string
 	At            time.Time
@@ -101,14 +90,14 @@ type Run struct {
 	Ingestion     string           `json:"source"`
 	Type          string           `json:"type"`
 	Date          string           `json:"ds"`
-	Trigger       string           `json:"trigger"`
+	Trigger       vocab.Trigger    `json:"trigger"`
 	Fence         int64            `json:"fence"`
-	Status        string           `json:"latestStatus"`
+	Status        vocab.Status     `json:"latestStatus"`
 	ExtractID     string           `json:"extractID,omitempty"`
 	Extracted     int64            `json:"extracted"`
 	Mapped        int64            `json:"mapped"`
 	Rejected      map[string]int64 `json:"rejected"`
-	ErrorCategory string           `json:"errorCategory,omitempty"`
+	ErrorCategory vocab.Category   `json:"errorCategory,omitempty"`
 	ErrorMessage  string           `json:"errorMessage,omitempty"`
 	Message       string           `json:"message,omitempty"`
 	History       []Stage          `json:"runHistory"`
@@ -127,8 +116,8 @@ type Run struct {
 
 // Stage is one status a run passed through.
 type Stage struct {
-	Status string    `json:"status"`
-	At     time.Time `json:"timestamp"`
+	Status vocab.Status `json:"status"`
+	At     time.Time    `json:"timestamp"`
 }
 
 // Day is one (ingestion, date) partition as it stands.
@@ -137,9 +126,9 @@ type Day struct {
 	Ingestion       string           `json:"source"`
 	Type            string           `json:"dataset"`
 	Date            string           `json:"ds"`
-	Status          string           `json:"status"`
+	Status          vocab.Status     `json:"status"`
 	Message         string           `json:"message,omitempty"`
-	ErrorCategory   string           `json:"errorCategory,omitempty"`
+	ErrorCategory   vocab.Category   `json:"errorCategory,omitempty"`
 	ErrorMessage    string           `json:"error_message,omitempty"`
 	VisibleRunID    string           `json:"runID,omitempty"`
 	Fence           int64            `json:"fence"`
@@ -191,7 +180,7 @@ type Store interface {
 	// (Incomplete) until end.Batches batches holding end.Rows rows are
 	// staged, and (Stale) when the day was swapped by a run with a higher
 	// fence. The superseded rows are removed. An extraction of a run that
-	// has ended (IsTerminal) changes nothing (AlreadyDone): a run swaps,
+	// has ended (a Terminal status) changes nothing (AlreadyDone): a run swaps,
 	// counts usage and records its terminal status once. See DaySwap.
 	CompleteRun(ctx context.Context, end RunEnd) (Outcome, error)
 
@@ -199,6 +188,11 @@ type Store interface {
 	// failed), creating the run on first sight. A failed run leaves the
 	// day's visible rows as they were.
 	UpdateRun(ctx context.Context, u RunUpdate) error
+	// UpdateRunChanged is UpdateRun that also reports whether u moved the
+	// run: false for a redelivery or a late message, when nothing was
+	// written. A caller that counts what a run did (the loader's effect
+	// counters) counts it only when its own update changed the run.
+	UpdateRunChanged(ctx context.Context, u RunUpdate) (changed bool, err error)
 
 	// RecordWarehouseCount keeps the watcher's latest count and fingerprint
 	// of a day in the warehouse (the delta ledger).
@@ -288,9 +282,9 @@ type DeadLetterFilter struct {
 
 // UsageRow is one line of the usage ledger.
 type UsageRow struct {
-	Project    string `json:"project"`
-	Date       string `json:"ds"`
-	Ingestion  string `json:"source"`
-	Trigger    string `json:"trigger"`
-	RowsLoaded int64  `json:"rowsLoaded"`
+	Project    string        `json:"project"`
+	Date       string        `json:"ds"`
+	Ingestion  string        `json:"source"`
+	Trigger    vocab.Trigger `json:"trigger"`
+	RowsLoaded int64         `json:"rowsLoaded"`
 }

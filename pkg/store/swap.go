@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // The write decisions of a store, once for every backend. A backend
@@ -127,7 +129,7 @@ type Usage struct {
 	Project   string
 	Ingestion string
 	Date      string
-	Trigger   string
+	Trigger   vocab.Trigger
 	RunID     string
 	Rows      int64 // records loaded
 	At        time.Time
@@ -170,15 +172,24 @@ func (w Writer) CompleteRun(ctx context.Context, end RunEnd) (Outcome, error) {
 
 // UpdateRun is ApplyRunUpdate in one transaction; see Store.
 func (w Writer) UpdateRun(ctx context.Context, u RunUpdate) error {
+	_, err := w.UpdateRunChanged(ctx, u)
+	return err
+}
+
+// UpdateRunChanged is UpdateRun, reporting whether u changed the run; see
+// Store.
+func (w Writer) UpdateRunChanged(ctx context.Context, u RunUpdate) (bool, error) {
 	at := w.At(u.At)
+	changed := false
 	err := w.Transact(ctx, func(tx SwapTx) error {
-		_, err := ApplyRunUpdate(ctx, tx, u, at)
+		var err error
+		changed, err = ApplyRunUpdate(ctx, tx, u, at)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("update run %s to %s: %w", u.RunID, u.Status, err)
+		return false, fmt.Errorf("update run %s to %s: %w", u.RunID, u.Status, err)
 	}
-	return nil
+	return changed, nil
 }
 
 // RecordWarehouseCount is ApplyWarehouseCount in one transaction; see
@@ -201,7 +212,7 @@ func (w Writer) RecordWarehouseCount(ctx context.Context, project, ingestion, da
 // caller commits tx when err is nil, whatever the outcome.
 //
 //   - AlreadyDone: the extraction was completed, failed or retired before
-//     (a redelivered END), or its run has ended (IsTerminal) through
+//     (a redelivered END), or its run has ended (its status is Terminal) through
 //     another extraction or an update: the extraction is retired
 //     (ExtractionDuplicate, its rows and rejected rows dropped) and
 //     nothing else changes. So a run swaps, counts usage, records a
@@ -211,7 +222,7 @@ func (w Writer) RecordWarehouseCount(ctx context.Context, project, ingestion, da
 //   - Incomplete: batches are missing; nothing changes.
 //   - ErrCountMismatch (an error): every batch is there but the rows do
 //     not add up to end.Rows.
-//   - TooManyRejected: the run FAILED with CategoryTooManyRejected; the
+//   - TooManyRejected: the run FAILED with vocab.CategoryTooManyRejected; the
 //     extraction is retired, its rejected rows due as the run's dead
 //     letters; a loaded day keeps its rows.
 //   - Swapped: the day shows the extraction's rows and its rejected rows
@@ -231,7 +242,7 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 	if err != nil {
 		return Incomplete, err
 	}
-	if IsTerminal(run.Status) {
+	if run.Status.Terminal() {
 		if err := tx.SetExtractionState(ctx, xid, ExtractionDuplicate); err != nil {
 			return Incomplete, err
 		}
@@ -242,7 +253,7 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 		return Incomplete, err
 	}
 	if day.Fence > end.Fence {
-		u := RunUpdate{Status: StatusSuperseded,
+		u := RunUpdate{Status: vocab.StatusSuperseded,
 			Message: fmt.Sprintf("day already loaded by run %s with fence %d", day.VisibleRunID, day.Fence)}
 		return Stale, discard(ctx, tx, xid, ExtractionStale, end, run, runExists, u, at)
 	}
@@ -255,7 +266,7 @@ func DaySwap(ctx context.Context, tx SwapTx, end RunEnd, at time.Time) (Outcome,
 		return Incomplete, err
 	}
 	if tooMany, msg := tally.TooManyRejected(end); tooMany {
-		u := RunUpdate{Status: StatusFailed, ErrorCategory: CategoryTooManyRejected, ErrorMessage: msg}
+		u := RunUpdate{Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryTooManyRejected, ErrorMessage: msg}
 		if err := discard(ctx, tx, xid, ExtractionFailed, end, run, runExists, u, at); err != nil {
 			return Incomplete, err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/mapping"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -69,7 +70,7 @@ func (e *OptionError) Error() string { return e.Field + ": " + e.Reason }
 // category a user can act on. Error() reads "QUERY_ERROR: <the warehouse's
 // message>"; Unwrap reaches the warehouse's own error.
 type WarehouseError struct {
-	Category  string
+	Category  vocab.Category
 	Transient bool
 	Op        string // what was being done: "sample 2026-11-26"
 	Err       error
@@ -81,7 +82,7 @@ func (e *WarehouseError) Error() string {
 	if errors.As(e.Err, &we) && we.Err != nil {
 		msg = we.Err.Error()
 	}
-	return e.Category + ": " + msg
+	return string(e.Category) + ": " + msg
 }
 
 func (e *WarehouseError) Unwrap() error { return e.Err }

@@ -12,6 +12,7 @@ import (
 	"cloud.google.com/go/civil"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -228,7 +229,7 @@ func TestValidateCostFromDryRun(t *testing.T) {
 	t.Run("failed estimate is a warning", func(t *testing.T) {
 		t.Parallel()
 		src := &dryRunSource{fakeSource: &fakeSource{rows: map[civil.Date]int{day: 4}},
-			dryErr: &warehouse.Error{Category: warehouse.CategoryPermission, Err: errors.New("no dry runs for you")}}
+			dryErr: &warehouse.Error{Category: vocab.CategoryPermission, Err: errors.New("no dry runs for you")}}
 		rep, err := newValidator(t, src, "bigquery", "metric_value", 0).Validate(context.Background(), "p", "m", Options{Day: day})
 		if err != nil {
 			t.Fatal(err)
@@ -242,15 +243,15 @@ func TestValidateCostFromDryRun(t *testing.T) {
 func TestValidateErrors(t *testing.T) {
 	t.Parallel()
 	day := today.AddDays(-1)
-	queryErr := &warehouse.Error{Category: warehouse.CategoryQuery, Err: errors.New(`column "foo" does not exist`)}
+	queryErr := &warehouse.Error{Category: vocab.CategoryQuery, Err: errors.New(`column "foo" does not exist`)}
 	tests := []struct {
 		name       string
 		src        *fakeSource
 		ingestion  string
 		opts       Options
 		timeout    time.Duration
-		wantField  string // an OptionError on this field
-		wantCat    string // a WarehouseError of this category
+		wantField  string         // an OptionError on this field
+		wantCat    vocab.Category // a WarehouseError of this category
 		wantText   string
 		wantLookup bool // ErrUnknownIngestion
 	}{
@@ -259,11 +260,11 @@ func TestValidateErrors(t *testing.T) {
 		{name: "negative limit", src: &fakeSource{}, ingestion: "m", opts: Options{Limit: -1}, wantField: "limit"},
 		{name: "invalid date", src: &fakeSource{}, ingestion: "m", opts: Options{Day: civil.Date{Year: 2026, Month: 2, Day: 30}}, wantField: "date"},
 		{name: "query error", src: &fakeSource{err: queryErr}, ingestion: "m", opts: Options{Day: day},
-			wantCat: warehouse.CategoryQuery, wantText: `QUERY_ERROR: column "foo" does not exist`},
+			wantCat: vocab.CategoryQuery, wantText: `QUERY_ERROR: column "foo" does not exist`},
 		{name: "count error while looking for a day", src: &fakeSource{err: queryErr}, ingestion: "m",
-			wantCat: warehouse.CategoryQuery, wantText: `QUERY_ERROR: column "foo" does not exist`},
+			wantCat: vocab.CategoryQuery, wantText: `QUERY_ERROR: column "foo" does not exist`},
 		{name: "timeout", src: &fakeSource{block: true}, ingestion: "m", opts: Options{Day: day}, timeout: time.Millisecond,
-			wantCat: warehouse.CategoryTimeout, wantText: "QUERY_TIMEOUT: "},
+			wantCat: vocab.CategoryTimeout, wantText: "QUERY_TIMEOUT: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

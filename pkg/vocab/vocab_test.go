@@ -9,16 +9,28 @@ import (
 // table freezes them, so a rename fails here rather than in a customer's
 // alert rule.
 func TestValuesAreFrozen(t *testing.T) {
-	want := map[string]string{
-		string(StatusScheduled): "IMPORT_SCHEDULED", string(StatusSuccessful): "IMPORT_SUCCESSFUL",
-		string(StatusLoadedEmpty): "LOADED_EMPTY_DATA", string(StatusDownloaded): "DOWNLOAD_COMPLETED",
-		string(CategoryTooManyRejected): "TOO_MANY_REJECTED_ROWS", string(CategoryQuery): "QUERY_ERROR",
-		string(TriggerReload): "reload", string(TriggerAPI): "api",
-		string(ReasonEventNameMissing): "event_name_missing", string(ReasonUndecodableMessage): "undecodable_message",
-	}
-	for got, w := range want {
-		if got != w {
-			t.Errorf("value %q, want %q", got, w)
+	for _, tt := range []struct {
+		name      string
+		got, want []string
+	}{
+		{"statuses", strs(Statuses()), []string{"IMPORT_SCHEDULED", "IMPORT_RESCHEDULED", "BACKFILL_REQUESTED",
+			"IMPORT_STARTED", "FILE_CREATED", "DOWNLOAD_COMPLETED", "ROWS_INSERTED", "IMPORT_SUCCESSFUL",
+			"LOADED_EMPTY_DATA", "NO_DATA_YET", "FAILED", "SUPERSEDED"}},
+		{"categories", strs(Categories()), []string{"AUTHENTICATION_ERROR", "CONNECTION_ERROR", "CONNECTION_CONFIG_ERROR",
+			"QUERY_ERROR", "PERMISSION_ERROR", "QUERY_TIMEOUT", "INTERNAL_ERROR", "REQUEST_ERROR", "SETUP_ERROR",
+			"INTERNAL_WRITE_ERROR", "TOO_MANY_REJECTED_ROWS"}},
+		{"triggers", strs(Triggers()), []string{"scheduled", "api", "backfill", "reload", "request", "replay"}},
+		{"row reasons", strs(RowReasons()), []string{"missing_column", "type_mismatch", "malformed_batch", "invalid_text",
+			"event_name_missing", "event_name_too_long", "timestamp_missing", "timestamp_unparseable",
+			"timestamp_unit_mismatch", "timestamp_out_of_range", "unit_id_missing", "event_value_too_long",
+			"metadata_json_invalid", "id_type_missing", "id_type_unknown", "date_missing", "date_unparseable",
+			"date_outside_day", "metric_name_missing", "metric_name_too_long", "numerator_null", "denominator_null",
+			"value_not_numeric"}},
+		{"message reasons", strs(MessageReasons()), []string{"undecodable_message", "undecodable_request",
+			"unknown_ingestion", "bad_date", "unknown_connection"}},
+	} {
+		if !slices.Equal(tt.got, tt.want) {
+			t.Errorf("%s = %q, want %q", tt.name, tt.got, tt.want)
 		}
 	}
 }

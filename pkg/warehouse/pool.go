@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // Opener opens a Source for one connection of its kind.
@@ -53,7 +54,7 @@ func (p *Pool) Source(ctx context.Context, name string) (Source, error) {
 	}
 	open, ok := p.openers[conn.Kind]
 	if !ok {
-		return nil, &Error{Category: CategoryConfig, Err: fmt.Errorf("connection %q: kind %q is not built into this binary", name, conn.Kind)}
+		return nil, &Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("connection %q: kind %q is not built into this binary", name, conn.Kind)}
 	}
 	s, err := open(ctx, conn)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"cloud.google.com/go/civil"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -60,21 +61,9 @@ func (b *Batch) Reset() {
 // ErrUnsupported is returned for an operation a warehouse cannot do.
 var ErrUnsupported = errors.New("not supported by this warehouse")
 
-// Error categories, named as the seed product names them so users who
-// know it recognise them.
-const (
-	CategoryAuthentication = "AUTHENTICATION_ERROR"
-	CategoryConnection     = "CONNECTION_ERROR"
-	CategoryConfig         = "CONNECTION_CONFIG_ERROR"
-	CategoryQuery          = "QUERY_ERROR"
-	CategoryPermission     = "PERMISSION_ERROR"
-	CategoryTimeout        = "QUERY_TIMEOUT"
-	CategoryInternal       = "INTERNAL_ERROR"
-)
-
 // Error is a warehouse failure with a category a user can act on.
 type Error struct {
-	Category  string
+	Category  vocab.Category
 	Transient bool // worth retrying with backoff
 	Err       error
 }
@@ -82,14 +71,14 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("%s: %v", e.Category, e.Err) }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Categorize returns err's category, CategoryInternal when it has none.
-func Categorize(err error) (category string, transient bool) {
+// Categorize returns err's category, vocab.CategoryInternal when it has none.
+func Categorize(err error) (category vocab.Category, transient bool) {
 	var we *Error
 	if errors.As(err, &we) {
 		return we.Category, we.Transient
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return CategoryTimeout, true
+		return vocab.CategoryTimeout, true
 	}
-	return CategoryInternal, false
+	return vocab.CategoryInternal, false
 }

@@ -25,8 +25,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/state"
-	"github.com/sluicehq/sluice/pkg/store"
 	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -364,7 +364,7 @@ func (b *bench) pipeline(ctx context.Context, wh string, rows int) (any, error) 
 	brokerCPU0, pgCPU0, busy0 := b.broker.cpu(), postgresCPU(), machineBusy()
 	start := time.Now()
 	runID, err := d.Dispatch(ctx, dispatch.Request{Project: demo.ProjectName, Ingestion: demo.WebEventsAPI,
-		Date: benchDay.String(), Trigger: "api", Reason: "bench"})
+		Date: benchDay.String(), Trigger: vocab.TriggerAPI, Reason: "bench"})
 	if err != nil {
 		return nil, fmt.Errorf("dispatch the bench day: %w", err)
 	}
@@ -401,16 +401,17 @@ func (b *bench) waitVisible(ctx context.Context, schema, runID string, procs []*
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
-		var status, visible, msg string
+		var status vocab.Status
+		var visible, msg string
 		var n int64
 		err := b.db.QueryRow(ctx, q, demo.ProjectName, demo.WebEventsAPI, benchDay.String()).Scan(&status, &visible, &n, &msg)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
 			return 0, fmt.Errorf("poll the store's days: %w", err)
-		case status == store.StatusSuccessful && visible == runID:
+		case status == vocab.StatusSuccessful && visible == runID:
 			return n, nil
-		case status == store.StatusFailed:
+		case status == vocab.StatusFailed:
 			return 0, fmt.Errorf("run %s failed: %s", runID, msg)
 		}
 		for _, p := range procs {

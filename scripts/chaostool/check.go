@@ -122,7 +122,7 @@ func (r *reconciler) check(ctx context.Context) ([]mismatch, error) {
 			bad := func(format string, args ...any) {
 				out = append(out, mismatch{c.name, day, fmt.Sprintf(format, args...)})
 			}
-			if g.status != "IMPORT_SUCCESSFUL" && g.status != "LOADED_EMPTY_DATA" {
+			if !vocab.Status(g.status).Loaded() {
 				bad("status %q, want loaded", g.status)
 				continue
 			}

@@ -41,7 +41,7 @@ func TestEffectChecksCatchWhatRunsGetWrong(t *testing.T) {
 	run := func(id string, trigger vocab.Trigger, statuses ...vocab.Status) {
 		for i, status := range statuses {
 			err := st.UpdateRun(ctx, store.RunUpdate{RunID: id, Project: demo.ProjectName, Ingestion: demo.WebEvents, Type: "events",
-				Date: "2024-05-01", Trigger: string(trigger), Fence: 1, Status: string(status), At: at.Add(time.Duration(i) * time.Second)})
+				Date: "2024-05-01", Trigger: trigger, Fence: 1, Status: status, At: at.Add(time.Duration(i) * time.Second)})
 			if err != nil {
 				t.Fatal(err)
 			}

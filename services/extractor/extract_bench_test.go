@@ -8,6 +8,7 @@ import (
 	"cloud.google.com/go/civil"
 
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
 	"github.com/sluicehq/sluice/schemas"
@@ -35,7 +36,7 @@ func BenchmarkExtractEncode(b *testing.B) {
 		b.Fatal(err)
 	}
 	raw := schemas.RawBatch{RunID: "run", ExtractID: "x", Project: demo.ProjectName, Ingestion: demo.WebEventsAPI,
-		Date: day.String(), Trigger: "api", Kind: schemas.KindRows}
+		Date: day.String(), Trigger: string(vocab.TriggerAPI), Kind: schemas.KindRows}
 	var bytes int64
 	b.ReportAllocs()
 	var ms0, ms1 runtime.MemStats

@@ -41,6 +41,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -152,13 +153,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, deps: deps, commits: newCommitTracker(), inflight: newInflight(), slots: map[string]*warehouse.QuerySlots{}}
 	s.metrics = metrics{
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_rows_total", Help: "Rows extracted from warehouses."}, []string{"ingestion"}),
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome."}, []string{"outcome"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_rows_total", Help: "Rows extracted from warehouses: a work counter, at least once (an extraction redone after a crash or a redelivery counts again); rows loaded once are sluice_loader_rows_loaded_total."}, []string{"ingestion"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_runs_total", Help: "Extractions finished, by outcome: a work counter, at least once (a redone extraction counts again); runs decided once are sluice_loader_runs_total."}, []string{"outcome"}),
 		queryTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_extractor_query_seconds", Help: "Time to stream one day's query.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16)}, []string{"connection"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_bytes_total", Help: "Avro bytes of raw-rows batches produced."}, []string{"ingestion"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_bytes_total", Help: "Avro bytes of raw-rows batches produced: a work counter, at least once."}, []string{"ingestion"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_extractor_requests_rejected_total",
-			Help: "Ingest requests sent to the dead-letter topic, by reason (unknown_ingestion has no day to show in the status)."}, []string{"reason"}),
+			Help: "Ingest requests sent to the dead-letter topic, by reason (unknown_ingestion has no day to show in the status): a work counter, at least once (a redelivered request counts again)."}, []string{"reason"}),
 	}
 	if deps.Registry != nil {
 		for _, c := range []prometheus.Collector{s.metrics.rows, s.metrics.runs, s.metrics.queryTime, s.metrics.bytes, s.metrics.rejected} {
@@ -299,23 +300,23 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 	log := s.deps.Logger
 	var req schemas.IngestRequest
 	if err := s.deps.Codecs.Decode(s.deps.Codecs.IngestRequest, rec.Value, &req); err != nil {
-		s.deadLetter(ctx, rec, schemas.IngestRequest{}, "undecodable_request", err.Error())
+		s.deadLetter(ctx, rec, schemas.IngestRequest{}, vocab.ReasonUndecodableRequest, err.Error())
 		return true
 	}
 	ing, ok := s.deps.Settings.Ingestion(req.Project, req.Ingestion)
 	if !ok {
-		s.deadLetter(ctx, rec, req, "unknown_ingestion", fmt.Sprintf("project %q has no ingestion %q", req.Project, req.Ingestion))
+		s.deadLetter(ctx, rec, req, vocab.ReasonUnknownIngestion, fmt.Sprintf("project %q has no ingestion %q", req.Project, req.Ingestion))
 		return true
 	}
 	day, err := civil.ParseDate(req.Date)
 	if err != nil {
-		s.deadLetter(ctx, rec, req, "bad_date", fmt.Sprintf("date %q is not YYYY-MM-DD", req.Date))
+		s.deadLetter(ctx, rec, req, vocab.ReasonBadDate, fmt.Sprintf("date %q is not YYYY-MM-DD", req.Date))
 		s.recordRequestError(ctx, rec, req, ing, fmt.Sprintf("date %q is not YYYY-MM-DD", req.Date))
 		return true
 	}
 	conn, ok := s.deps.Sources.Connection(ing.Connection)
 	if !ok {
-		s.deadLetter(ctx, rec, req, "unknown_connection", fmt.Sprintf("ingestion %q names unknown connection %q", ing.Name, ing.Connection))
+		s.deadLetter(ctx, rec, req, vocab.ReasonUnknownConnection, fmt.Sprintf("ingestion %q names unknown connection %q", ing.Name, ing.Connection))
 		return true
 	}
 	if !s.serves(conn) {
@@ -354,7 +355,7 @@ func (s *Service) handle(ctx context.Context, rec *kgo.Record) bool {
 		if p.from != nil {
 			note += fmt.Sprintf(", resuming extraction %s at batch %d", p.extractID, p.seq)
 		}
-		s.updateRun(ctx, req, ing, store.StatusStarted, "", "", note)
+		s.updateRun(ctx, req, ing, vocab.StatusStarted, "", "", note)
 		start := s.deps.Clock()
 		resumed := p.from != nil
 		rows, batches, err := s.extract(ctx, req, ing, conn, day, &p)
@@ -525,11 +526,11 @@ func (s *Service) fingerprint(ctx context.Context, src warehouse.Source, req sch
 	return fingerprint
 }
 
-func (s *Service) produceFailed(ctx context.Context, req schemas.IngestRequest, extractID string, batches int64, category, message string) error {
+func (s *Service) produceFailed(ctx context.Context, req schemas.IngestRequest, extractID string, batches int64, category vocab.Category, message string) error {
 	failed := schemas.RawBatch{
 		RunID: req.RunID, ExtractID: extractID, Project: req.Project, Ingestion: req.Ingestion,
 		Date: req.Date, Trigger: req.Trigger, Fence: req.Fence, Kind: schemas.KindFailed,
-		Seq: batches, ErrorCategory: category, ErrorMessage: message,
+		Seq: batches, ErrorCategory: string(category), ErrorMessage: message,
 	}
 	data, err := s.deps.Codecs.Encode(s.deps.Codecs.RawBatch, &failed)
 	if err != nil {
@@ -540,10 +541,10 @@ func (s *Service) produceFailed(ctx context.Context, req schemas.IngestRequest, 
 	})
 }
 
-func (s *Service) updateRun(ctx context.Context, req schemas.IngestRequest, ing *config.Ingestion, status, category, message, note string) {
+func (s *Service) updateRun(ctx context.Context, req schemas.IngestRequest, ing *config.Ingestion, status vocab.Status, category vocab.Category, message, note string) {
 	err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 		RunID: req.RunID, Project: req.Project, Ingestion: req.Ingestion, Type: ing.Type, Date: req.Date,
-		Trigger: req.Trigger, Fence: req.Fence, Status: status, ErrorCategory: category, ErrorMessage: message,
+		Trigger: vocab.Trigger(req.Trigger), Fence: req.Fence, Status: status, ErrorCategory: category, ErrorMessage: message,
 		Message: withReason(req.Reason, note), At: s.deps.Clock(),
 	})
 	if err != nil {
@@ -553,12 +554,12 @@ func (s *Service) updateRun(ctx context.Context, req schemas.IngestRequest, ing 
 	}
 }
 
-func (s *Service) deadLetter(ctx context.Context, rec *kgo.Record, req schemas.IngestRequest, reason, detail string) {
-	s.metrics.rejected.WithLabelValues(reason).Inc()
+func (s *Service) deadLetter(ctx context.Context, rec *kgo.Record, req schemas.IngestRequest, reason vocab.Reason, detail string) {
+	s.metrics.rejected.WithLabelValues(string(reason)).Inc()
 	s.deps.Logger.Warn("ingest request rejected", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project,
 		"reason", reason, "detail", detail, "partition", rec.Partition, "offset", rec.Offset)
 	dl := schemas.DeadLetter{
-		SourceTopic: rec.Topic, Reason: reason, Detail: detail, RunID: req.RunID, Project: req.Project,
+		SourceTopic: rec.Topic, Reason: string(reason), Detail: detail, RunID: req.RunID, Project: req.Project,
 		Ingestion: req.Ingestion, Date: req.Date, Position: -1, Values: map[string]string{}, Raw: rec.Value,
 		At: s.deps.Clock().UnixMilli(),
 	}
@@ -593,7 +594,7 @@ func (s *Service) extracted(ctx context.Context, req schemas.IngestRequest) (boo
 			return false, nil
 		}
 		if err == nil {
-			return store.StatusRank(r.Status) >= store.StatusRank(store.StatusDownloaded), nil
+			return r.Status.Rank() >= vocab.StatusDownloaded.Rank(), nil
 		}
 		s.deps.Logger.Warn("read run before extracting; retrying", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date,
 			"project", req.Project, "backoff", backoff, "err", err)
@@ -622,7 +623,7 @@ func (s *Service) recordExtracted(ctx context.Context, req schemas.IngestRequest
 	for {
 		err := s.deps.Store.UpdateRun(wctx, store.RunUpdate{
 			RunID: req.RunID, Project: req.Project, Ingestion: req.Ingestion, Type: ing.Type, Date: req.Date,
-			Trigger: req.Trigger, Fence: req.Fence, Status: store.StatusDownloaded,
+			Trigger: vocab.Trigger(req.Trigger), Fence: req.Fence, Status: vocab.StatusDownloaded,
 			Message: withReason(req.Reason, fmt.Sprintf("%d rows in %d batches (extraction %s)", rows, batches, p.extractID)),
 			At:      s.deps.Clock(),
 		})

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	bqsource "github.com/sluicehq/sluice/pkg/warehouse/bigquery"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
@@ -177,7 +178,7 @@ func (h *harness) start(t *testing.T, cfg Config) (*Service, func()) {
 
 func request(runID string, day civil.Date) schemas.IngestRequest {
 	return schemas.IngestRequest{RequestID: "q-" + runID, RunID: runID, Project: sfProject, Ingestion: sfIngestion,
-		Date: day.String(), Trigger: schemas.TriggerScheduled, Fence: 1}
+		Date: day.String(), Trigger: string(vocab.TriggerScheduled), Fence: 1}
 }
 
 // bqRequest is request for the BigQuery harness's ingestion and day.
@@ -296,7 +297,7 @@ func eventually(t *testing.T, what string, ok func() bool) {
 	}
 }
 
-func (h *harness) runStatus(runID string) string {
+func (h *harness) runStatus(runID string) vocab.Status {
 	r, err := h.store.Run(context.Background(), sfProject, runID)
 	if err != nil {
 		return ""

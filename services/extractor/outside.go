@@ -8,12 +8,9 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
-
-// CategoryRequestError marks a run whose ingest request itself was wrong
-// (a bad date): nothing was asked of the warehouse.
-const CategoryRequestError = "REQUEST_ERROR"
 
 // outsideRunID names the run of a request published by an outside system.
 // It is derived from the request (or, lacking a request id, from where the
@@ -34,7 +31,7 @@ func outsideRunID(rec *kgo.Record, req schemas.IngestRequest) string {
 // whether the record may be committed.
 func (s *Service) claimOutside(ctx context.Context, rec *kgo.Record, req *schemas.IngestRequest) (proceed, commit bool) {
 	req.RunID = outsideRunID(rec, *req)
-	req.Trigger = schemas.TriggerRequest
+	req.Trigger = string(vocab.TriggerRequest)
 	if req.RequestedAt == 0 {
 		req.RequestedAt = s.deps.Clock().UnixMilli()
 	}
@@ -58,13 +55,13 @@ func (s *Service) recordRequestError(ctx context.Context, rec *kgo.Record, req s
 	if runID == "" {
 		runID = outsideRunID(rec, req)
 	}
-	trigger := req.Trigger
+	trigger := vocab.Trigger(req.Trigger)
 	if trigger == "" || req.RunID == "" {
-		trigger = schemas.TriggerRequest
+		trigger = vocab.TriggerRequest
 	}
 	err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 		RunID: runID, Project: req.Project, Ingestion: req.Ingestion, Type: ing.Type, Trigger: trigger,
-		Status: store.StatusFailed, ErrorCategory: CategoryRequestError, ErrorMessage: detail, At: s.deps.Clock(),
+		Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryRequest, ErrorMessage: detail, At: s.deps.Clock(),
 	})
 	if err != nil {
 		s.deps.Logger.Warn("record rejected request", "run_id", runID, "ingestion", req.Ingestion, "project", req.Project, "err", err)

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
 	"github.com/sluicehq/sluice/schemas"
@@ -119,9 +120,9 @@ func TestOutsideRequests(t *testing.T) {
 	key := dispatch.Day{Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()}
 
 	// A request for a free day leases it and extracts.
-	publish(schemas.IngestRequest{RequestID: "orch-1", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String(), Trigger: "scheduled"})
-	r := waitRun("req-orch-1", func(r store.Run) bool { return r.Status == store.StatusDownloaded })
-	if r.Trigger != schemas.TriggerRequest || r.Fence <= 0 {
+	publish(schemas.IngestRequest{RequestID: "orch-1", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String(), Trigger: string(vocab.TriggerScheduled)})
+	r := waitRun("req-orch-1", func(r store.Run) bool { return r.Status == vocab.StatusDownloaded })
+	if r.Trigger != vocab.TriggerRequest || r.Fence <= 0 {
 		t.Errorf("outside run %+v: want trigger request and a fence", r)
 	}
 	if holder, fence, _ := days.Holder(ctx, key); holder != "req-orch-1" || fence != r.Fence {
@@ -130,18 +131,18 @@ func TestOutsideRequests(t *testing.T) {
 
 	// Two more while it holds the day: queued once, the newer wins.
 	publish(schemas.IngestRequest{RequestID: "orch-2", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()})
-	waitRun("req-orch-2", func(r store.Run) bool { return r.Status == store.StatusScheduled })
+	waitRun("req-orch-2", func(r store.Run) bool { return r.Status == vocab.StatusScheduled })
 	publish(schemas.IngestRequest{RequestID: "orch-3", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()})
-	waitRun("req-orch-3", func(r store.Run) bool { return r.Status == store.StatusScheduled })
-	waitRun("req-orch-2", func(r store.Run) bool { return r.Status == store.StatusSuperseded })
+	waitRun("req-orch-3", func(r store.Run) bool { return r.Status == vocab.StatusScheduled })
+	waitRun("req-orch-2", func(r store.Run) bool { return r.Status == vocab.StatusSuperseded })
 	if pending, ok, err := days.Pending(ctx, key); err != nil || !ok || pending != "req-orch-3" {
 		t.Fatalf("pending %q %v (%v), want req-orch-3", pending, ok, err)
 	}
 
 	// A bad date of a known ingestion: a FAILED run with REQUEST_ERROR.
 	publish(schemas.IngestRequest{RequestID: "orch-bad", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: "2024-02-30"})
-	bad := waitRun("req-orch-bad", func(r store.Run) bool { return r.Status == store.StatusFailed })
-	if bad.ErrorCategory != CategoryRequestError || bad.Ingestion != demo.WebEvents {
+	bad := waitRun("req-orch-bad", func(r store.Run) bool { return r.Status == vocab.StatusFailed })
+	if bad.ErrorCategory != vocab.CategoryRequest || bad.Ingestion != demo.WebEvents {
 		t.Errorf("bad-date run %+v", bad)
 	}
 	// An unknown ingestion: only the dead-letter topic and a metric.
@@ -165,23 +166,23 @@ func TestOutsideRequests(t *testing.T) {
 			reasons[dl.Ingestion] = dl.Reason
 		})
 	}
-	if reasons[demo.WebEvents] != "bad_date" || reasons["nope"] != "unknown_ingestion" {
+	if reasons[demo.WebEvents] != string(vocab.ReasonBadDate) || reasons["nope"] != string(vocab.ReasonUnknownIngestion) {
 		t.Errorf("dead letters by ingestion: %v", reasons)
 	}
 	var m dto.Metric
-	if err := svc.metrics.rejected.WithLabelValues("unknown_ingestion").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+	if err := svc.metrics.rejected.WithLabelValues(string(vocab.ReasonUnknownIngestion)).Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
 		t.Errorf("unknown_ingestion counter %v (%v), want 1", m.GetCounter().GetValue(), err)
 	}
 
 	// A request whose run is already over (redelivered after a crash, or
 	// read again by a new extractor group) never queries the warehouse.
 	if err := st.UpdateRun(ctx, store.RunUpdate{RunID: "done-run", Project: demo.ProjectName, Ingestion: demo.DailyMetrics,
-		Type: config.TypeMetrics, Date: day.String(), Trigger: schemas.TriggerScheduled, Status: store.StatusFailed,
-		ErrorCategory: "QUERY_ERROR", At: time.Now()}); err != nil {
+		Type: config.TypeMetrics, Date: day.String(), Trigger: vocab.TriggerScheduled, Status: vocab.StatusFailed,
+		ErrorCategory: vocab.CategoryQuery, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	publish(schemas.IngestRequest{RequestID: "planner-1", RunID: "done-run", Project: demo.ProjectName, Ingestion: demo.DailyMetrics,
-		Date: day.String(), Trigger: schemas.TriggerScheduled, Fence: 1})
+		Date: day.String(), Trigger: string(vocab.TriggerScheduled), Fence: 1})
 	skipped := svc.metrics.runs.WithLabelValues("skipped_finished")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -194,7 +195,7 @@ func TestOutsideRequests(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling the running service
 	}
-	if r := waitRun("done-run", func(store.Run) bool { return true }); len(r.History) != 1 || r.Status != store.StatusFailed {
+	if r := waitRun("done-run", func(store.Run) bool { return true }); len(r.History) != 1 || r.Status != vocab.StatusFailed {
 		t.Errorf("finished run was touched again: %+v", r)
 	}
 }

@@ -3,7 +3,7 @@ package extractor
 import (
 	"testing"
 
-	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // A request redelivered after its extraction finished (END on raw-rows,
@@ -15,7 +15,7 @@ func TestRedeliveredRequestAfterEndIsSkipped(t *testing.T) {
 	h := newHarness(t, 1, 1, rows, 200)
 	first, stop := h.start(t, Config{})
 	h.publish(t, request("run-1", sfDay), 0)
-	eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == store.StatusDownloaded })
+	eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == vocab.StatusDownloaded })
 	stop()
 	if c := counterValue(t, first, "ok"); c != 1 {
 		t.Fatalf("first extractor finished %v extractions, want 1", c)
@@ -46,7 +46,7 @@ func TestRedeliveredRequestAfterEndIsSkipped(t *testing.T) {
 	for _, e := range x {
 		e.complete(t, rows)
 	}
-	if r, err := h.store.Run(t.Context(), sfProject, "run-1"); err != nil || r.Status != store.StatusDownloaded {
+	if r, err := h.store.Run(t.Context(), sfProject, "run-1"); err != nil || r.Status != vocab.StatusDownloaded {
 		t.Errorf("run after the redelivery: %+v (%v)", r, err)
 	}
 }

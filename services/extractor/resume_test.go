@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 )
@@ -53,7 +54,7 @@ func TestCrashedSnowflakeDayResumes(t *testing.T) {
 			tt.fault(h.srv)
 
 			_, _ = h.start(t, cfg)
-			eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == store.StatusDownloaded })
+			eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == vocab.StatusDownloaded })
 			if q := h.dayQueries(); q != tt.queries || !tt.seen(h.srv.Stats()) {
 				t.Errorf("%d day queries, want %d; server saw %+v", q, tt.queries, h.srv.Stats())
 			}
@@ -106,7 +107,7 @@ func TestCrashedBigQueryDayResumes(t *testing.T) {
 			tt.fault(h.bq)
 
 			_, _ = h.start(t, cfg)
-			eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == store.StatusDownloaded })
+			eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == vocab.StatusDownloaded })
 			if q := h.dayQueries(); q != tt.queries || !tt.seen(h.bq.Stats()) {
 				t.Errorf("%d day queries, want %d; server saw %+v", q, tt.queries, h.bq.Stats())
 			}
@@ -160,7 +161,7 @@ func TestTransientFailureMidDayRetriesFromTheLastBatch(t *testing.T) {
 	h.srv.CutChunkDownloads(4) // chunk 0: the first fetch and its 3 refetches
 	svc, _ := h.start(t, Config{BatchRows: 50, RetryBackoff: 10 * time.Millisecond})
 	h.publish(t, request("run-1", sfDay), 0)
-	eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == store.StatusDownloaded })
+	eventually(t, "the day extracted", func() bool { return h.runStatus("run-1") == vocab.StatusDownloaded })
 	if st := h.srv.Stats(); st.CutChunks != 4 || h.dayQueries() != 1 || counterValue(t, svc, "ok") != 1 {
 		t.Fatalf("%d day queries, %v finished, server saw %+v; want one query, one extraction, 4 cut downloads",
 			h.dayQueries(), counterValue(t, svc, "ok"), st)

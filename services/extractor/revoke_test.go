@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // Two extractors in one group: while the first one's extractions are
@@ -40,7 +40,7 @@ func TestRevokedPartitionStopsItsExtractions(t *testing.T) {
 	eventually(t, "the new owner to take the moved days", func() bool { return h.srv.Stats().HeldChunks == partitions+moved })
 	release()
 	for _, r := range runs {
-		eventually(t, r+" extracted", func() bool { return h.runStatus(r) == store.StatusDownloaded })
+		eventually(t, r+" extracted", func() bool { return h.runStatus(r) == vocab.StatusDownloaded })
 	}
 
 	if got := counterValue(t, first, "ok") + counterValue(t, second, "ok"); got != partitions {

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -27,7 +28,7 @@ func extraction(day, runID, extractID string, events, rejects []int) []*schemas.
 	pos := int64(0)
 	for seq := range events {
 		b := &schemas.MappedBatch{RunID: runID, ExtractID: extractID, Project: "p", Ingestion: "ing", Date: day,
-			Trigger: schemas.TriggerScheduled, Fence: 1, Kind: schemas.KindRows, Type: "events", Seq: int64(seq),
+			Trigger: string(vocab.TriggerScheduled), Fence: 1, Kind: schemas.KindRows, Type: "events", Seq: int64(seq),
 			RowCount: int64(events[seq] + rejects[seq])}
 		for range events[seq] {
 			b.Events = append(b.Events, schemas.Event{Position: pos, EventName: "e", TimeMs: 1700000000000 + pos,
@@ -45,7 +46,7 @@ func extraction(day, runID, extractID string, events, rejects []int) []*schemas.
 		out = append(out, b)
 	}
 	return append(out, &schemas.MappedBatch{RunID: runID, ExtractID: extractID, Project: "p", Ingestion: "ing", Date: day,
-		Trigger: schemas.TriggerScheduled, Fence: 1, Kind: schemas.KindEnd, Type: "events", Seq: int64(len(events)), RowCount: pos})
+		Trigger: string(vocab.TriggerScheduled), Fence: 1, Kind: schemas.KindEnd, Type: "events", Seq: int64(len(events)), RowCount: pos})
 }
 
 // loaderRun is a loader running in the background.

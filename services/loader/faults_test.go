@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
 	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -59,7 +60,7 @@ func runOf(day string, batches, per int) []*schemas.MappedBatch {
 	pos := int64(0)
 	for seq := range batches {
 		b := &schemas.MappedBatch{RunID: "run-" + day, ExtractID: "x-" + day, Project: "p", Ingestion: "ing", Date: day,
-			Trigger: schemas.TriggerScheduled, Fence: 1, Kind: schemas.KindRows, Type: "events", Seq: int64(seq), RowCount: int64(per)}
+			Trigger: string(vocab.TriggerScheduled), Fence: 1, Kind: schemas.KindRows, Type: "events", Seq: int64(seq), RowCount: int64(per)}
 		for range per {
 			b.Events = append(b.Events, schemas.Event{Position: pos, EventName: "e", TimeMs: 1700000000000 + pos,
 				UnitIDs: []schemas.UnitID{{IDType: "userID", Value: fmt.Sprint("u", pos)}}, MetadataJSON: "{}"})
@@ -68,7 +69,7 @@ func runOf(day string, batches, per int) []*schemas.MappedBatch {
 		out = append(out, b)
 	}
 	return append(out, &schemas.MappedBatch{RunID: "run-" + day, ExtractID: "x-" + day, Project: "p", Ingestion: "ing", Date: day,
-		Trigger: schemas.TriggerScheduled, Fence: 1, Kind: schemas.KindEnd, Type: "events", Seq: int64(batches), RowCount: pos})
+		Trigger: string(vocab.TriggerScheduled), Fence: 1, Kind: schemas.KindEnd, Type: "events", Seq: int64(batches), RowCount: pos})
 }
 
 type faultRig struct {
@@ -273,7 +274,7 @@ func TestLoaderFaults(t *testing.T) {
 			}
 			if tt.poison {
 				dls := r.deadLetters(t, 1)
-				if dls[0].Reason != "undecodable_message" || dls[0].SourceTopic != r.kcfg.Topic(schemas.TopicMappedEvents) || len(dls[0].Raw) == 0 {
+				if dls[0].Reason != string(vocab.ReasonUndecodableMessage) || dls[0].SourceTopic != r.kcfg.Topic(schemas.TopicMappedEvents) || len(dls[0].Raw) == 0 {
 					t.Errorf("dead letter %+v, want undecodable_message from mapped-events with the raw bytes", dls[0])
 				}
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/runid"
 	pgstore "github.com/sluicehq/sluice/pkg/store/postgres"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
 	"github.com/sluicehq/sluice/schemas"
@@ -115,7 +116,7 @@ func mappedRecords(tb testing.TB, rows, batchRows int) [][]byte {
 	}
 	var out [][]byte
 	raw := schemas.RawBatch{RunID: "run", ExtractID: "x", Project: demo.ProjectName, Ingestion: demo.WebEventsAPI,
-		Date: day.String(), Trigger: "api", Kind: schemas.KindRows, Fence: 1}
+		Date: day.String(), Trigger: string(vocab.TriggerAPI), Kind: schemas.KindRows, Fence: 1}
 	_, err = src.Stream(tb.Context(), ing.Query, day, batchRows, func(bt *warehouse.Batch) error {
 		raw.Seq, raw.RowCount, raw.Columns = int64(len(out)), int64(bt.Rows), bt.Columns
 		m := schemas.MappedBatch{RunID: raw.RunID, ExtractID: raw.ExtractID, Project: raw.Project, Ingestion: raw.Ingestion,

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -63,11 +64,18 @@ type Service struct {
 	decoded []*schemas.MappedBatch
 	relay   *deadLetterRelay
 
-	rows     *prometheus.CounterVec
-	bytes    *prometheus.CounterVec
-	runs     *prometheus.CounterVec
-	stage    prometheus.Histogram
-	duration *prometheus.HistogramVec
+	// Work counters: what this loader did, so a redelivery counts again.
+	rows  *prometheus.CounterVec
+	bytes *prometheus.CounterVec
+	stage prometheus.Histogram
+	// Effect counters: what runs did, counted by the loader whose store
+	// transaction decided the run, so each run counts once however often
+	// its batches and END arrive (see finish).
+	runs          *prometheus.CounterVec
+	rowsLoaded    *prometheus.CounterVec
+	rowsRejected  *prometheus.CounterVec
+	duplicateEnds prometheus.Counter
+	duration      *prometheus.HistogramVec
 }
 
 // New builds a loader and its Kafka client.
@@ -99,10 +107,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps.Clock = time.Now
 	}
 	s := &Service{cfg: cfg, deps: deps,
-		rows:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_total", Help: "Records staged into the store."}, []string{"ingestion"}),
-		runs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_runs_total", Help: "Runs finished, by outcome."}, []string{"outcome"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_total",
+			Help: "Records of mapped batches the loader staged: a work counter, at least once (a redelivered batch counts again); rows loaded once are sluice_loader_rows_loaded_total."}, []string{"ingestion"}),
 		stage: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_loader_stage_seconds", Help: "Time to stage one poll of batches.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_bytes_total", Help: "Avro bytes of mapped batches staged into the store."}, []string{"ingestion"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_bytes_total",
+			Help: "Avro bytes of mapped batches staged into the store: a work counter, at least once (a redelivered batch counts again)."}, []string{"ingestion"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_runs_total",
+			Help: "Runs the loader decided, by outcome (swapped, stale, too_many_rejected, incomplete, failed): an effect counter, once per run; redelivered or repeated ends are sluice_loader_duplicate_ends_total."}, []string{"outcome"}),
+		rowsLoaded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_loaded_total",
+			Help: "Records made visible, counted when their run's swap made the day show them: an effect counter, once per run however often its batches were delivered or extracted."}, []string{"ingestion"}),
+		rowsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_loader_rows_rejected_total",
+			Help: "Rejected rows of runs that loaded or failed TOO_MANY_REJECTED_ROWS, by reason, from the run's counts in the store: an effect counter, once per run."}, []string{"ingestion", "reason"}),
+		duplicateEnds: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_loader_duplicate_ends_total",
+			Help: "END and FAILED markers of runs already decided (a redelivery, or another extraction of a finished run): they changed nothing."}),
 		// From the run's creation (its request) to its outcome: 1s to ~9h.
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_loader_run_duration_seconds",
 			Help:    "Time from a run's request to its outcome in the store, by outcome.",
@@ -118,7 +135,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.client = cl
 	s.relay = newDeadLetterRelay(cfg.DeadLetters, deps, cl)
 	if deps.Registry != nil {
-		for _, c := range []prometheus.Collector{s.rows, s.bytes, s.runs, s.stage, s.duration, s.relay.published} {
+		for _, c := range []prometheus.Collector{s.rows, s.bytes, s.stage, s.runs, s.rowsLoaded, s.rowsRejected, s.duplicateEnds, s.duration, s.relay.published} {
 			if err := deps.Registry.Register(c); err != nil {
 				cl.Close()
 				return nil, fmt.Errorf("register loader metrics: %w", err)
@@ -204,15 +221,23 @@ func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 }
 
 // finish completes or fails one run and releases its day.
+//
+// The run's effect counters move only when this call's store transaction
+// decided the run (the swap, or the update to FAILED, changed it): a
+// redelivered END or FAILED marker, or the END of another extraction of a
+// run that already ended, changes nothing in the store and counts as a
+// duplicate end. A loader that dies between the commit and the count loses
+// that one count; it never counts a run twice.
 func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	log := s.deps.Logger.With("run_id", m.RunID, "ingestion", m.Ingestion, "day", m.Date, "project", m.Project)
 	day := dispatch.Day{Project: m.Project, Ingestion: m.Ingestion, Date: m.Date}
 	end := store.RunEnd{
 		RunID: m.RunID, ExtractID: m.ExtractID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type,
-		Date: m.Date, Trigger: m.Trigger, Fence: m.Fence, Batches: m.Seq, Rows: m.RowCount,
+		Date: m.Date, Trigger: vocab.Trigger(m.Trigger), Fence: m.Fence, Batches: m.Seq, Rows: m.RowCount,
 		MaxRejectedShare: s.cfg.MaxRejectedShare, At: s.deps.Clock(), Fingerprint: m.Fingerprint,
 	}
 	outcome := store.Incomplete
+	decided := false
 	switch m.Kind {
 	case schemas.KindEnd:
 		var err error
@@ -221,6 +246,7 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 		if err != nil && !mismatch {
 			return fmt.Errorf("complete run %s of %s/%s: %w", m.RunID, m.Ingestion, m.Date, err)
 		}
+		decided = outcome == store.Swapped || outcome == store.Stale || outcome == store.TooManyRejected
 		if outcome == store.Incomplete {
 			// Batches precede their END on the partition, so a gap (or
 			// counts that do not add up) will not heal by waiting: fail the
@@ -229,9 +255,9 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 			if mismatch {
 				msg = err.Error()
 			}
-			err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
+			decided, err = s.deps.Store.UpdateRunChanged(ctx, store.RunUpdate{
 				RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
-				Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: "INTERNAL_WRITE_ERROR",
+				Trigger: vocab.Trigger(m.Trigger), Fence: m.Fence, Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryInternalWrite,
 				ErrorMessage: msg, At: s.deps.Clock(),
 			})
 			if err != nil {
@@ -239,9 +265,10 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 			}
 		}
 	case schemas.KindFailed:
-		err := s.deps.Store.UpdateRun(ctx, store.RunUpdate{
+		var err error
+		decided, err = s.deps.Store.UpdateRunChanged(ctx, store.RunUpdate{
 			RunID: m.RunID, Project: m.Project, Ingestion: m.Ingestion, Type: m.Type, Date: m.Date,
-			Trigger: m.Trigger, Fence: m.Fence, Status: store.StatusFailed, ErrorCategory: m.ErrorCategory,
+			Trigger: vocab.Trigger(m.Trigger), Fence: m.Fence, Status: vocab.StatusFailed, ErrorCategory: vocab.Category(m.ErrorCategory),
 			ErrorMessage: m.ErrorMessage, At: s.deps.Clock(),
 		})
 		if err != nil {
@@ -251,13 +278,18 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 		return nil
 	}
 	name := outcomeName(m.Kind, outcome)
-	s.runs.WithLabelValues(name).Inc()
 	attrs := []any{"outcome", name, "rows", m.RowCount}
-	if took, ok := s.runDuration(ctx, m, outcome); ok {
-		s.duration.WithLabelValues(name).Observe(took.Seconds())
-		attrs = append(attrs, "duration_ms", took.Milliseconds())
+	if decided {
+		s.runs.WithLabelValues(name).Inc()
+		if took, ok := s.countEffects(ctx, m, outcome, log); ok {
+			s.duration.WithLabelValues(name).Observe(took.Seconds())
+			attrs = append(attrs, "duration_ms", took.Milliseconds())
+		}
+		log.Info("run finished", attrs...)
+	} else {
+		s.duplicateEnds.Inc()
+		log.Info("end of a run already decided; nothing changed", attrs...)
 	}
-	log.Info("run finished", attrs...)
 	if outcome == store.Swapped || outcome == store.TooManyRejected {
 		// This END decided the run: its rejected rows are due.
 		s.relay.queue(m.Project, m.RunID)
@@ -271,15 +303,31 @@ func (s *Service) finish(ctx context.Context, m *schemas.MappedBatch) error {
 	return nil
 }
 
-// runDuration is how long a run took from its creation (when it was
-// requested) to now, for the outcomes that end it: a redelivered or stale
-// END says nothing new. A store that cannot answer only costs the sample.
-func (s *Service) runDuration(ctx context.Context, m *schemas.MappedBatch, o store.Outcome) (time.Duration, bool) {
+// countEffects counts the rows of a run this loader just decided, from the
+// run as the store now holds it (a decided run changes no more): its loaded
+// rows when the swap made them visible, its rejected rows by reason when it
+// loaded or failed on them. It also returns how long the run took from its
+// creation (its request) for the outcomes that end it with counts or a
+// failure; a stale run says nothing new. A store that cannot answer costs
+// these counts and the sample, and is logged.
+func (s *Service) countEffects(ctx context.Context, m *schemas.MappedBatch, o store.Outcome, log *slog.Logger) (time.Duration, bool) {
 	if m.Kind != schemas.KindFailed && o != store.Swapped && o != store.TooManyRejected {
 		return 0, false
 	}
 	run, err := s.deps.Store.Run(ctx, m.Project, m.RunID)
-	if err != nil || run.CreatedAt.IsZero() {
+	if err != nil {
+		log.Warn("read the decided run; its rows are not counted", "err", err)
+		return 0, false
+	}
+	if m.Kind == schemas.KindEnd {
+		if o == store.Swapped {
+			s.rowsLoaded.WithLabelValues(m.Ingestion).Add(float64(run.Mapped))
+		}
+		for reason, n := range run.Rejected {
+			s.rowsRejected.WithLabelValues(m.Ingestion, reason).Add(float64(n))
+		}
+	}
+	if run.CreatedAt.IsZero() {
 		return 0, false
 	}
 	return max(s.deps.Clock().Sub(run.CreatedAt), 0), true
@@ -305,7 +353,7 @@ func outcomeName(kind string, o store.Outcome) string {
 
 func (s *Service) deadLetter(src *kgo.Record, cause error) (*kgo.Record, error) {
 	s.deps.Logger.Warn("undecodable mapped batch sent to dead letters", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", cause)
-	dl := schemas.DeadLetter{SourceTopic: src.Topic, Reason: "undecodable_message", Detail: cause.Error(),
+	dl := schemas.DeadLetter{SourceTopic: src.Topic, Reason: string(vocab.ReasonUndecodableMessage), Detail: cause.Error(),
 		Position: -1, Values: map[string]string{}, Raw: src.Value, At: s.deps.Clock().UnixMilli()}
 	data, err := s.deps.Codecs.Encode(s.deps.Codecs.DeadLetter, &dl)
 	if err != nil {

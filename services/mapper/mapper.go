@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/mapping"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -82,8 +83,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps.Clock = time.Now
 	}
 	s := &Service{cfg: cfg, deps: deps, mappers: map[string]*mapping.Mapper{},
-		rows:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rows_total", Help: "Rows mapped, by ingestion and outcome."}, []string{"ingestion", "outcome"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rejected_rows_total", Help: "Rows rejected, by reason."}, []string{"ingestion", "reason"}),
+		rows:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rows_total", Help: "Rows mapped, by ingestion and outcome: a work counter, at least once (a redelivered or re-extracted batch counts again); rows loaded once are sluice_loader_rows_loaded_total."}, []string{"ingestion", "outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_mapper_rejected_rows_total", Help: "Rows rejected, by reason: a work counter, at least once (a redelivered or re-extracted batch counts again); rejected rows of each run once are sluice_loader_rows_rejected_total."}, []string{"ingestion", "reason"}),
 	}
 	if deps.Registry != nil {
 		for _, c := range []prometheus.Collector{s.rows, s.rejected} {
@@ -147,7 +148,7 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 	raw := &s.raw
 	if err := c.Decode(c.RawBatch, rec.Value, raw); err != nil {
 		// A poison message must not block its partition.
-		dl, derr := s.deadLetter(rec, schemas.DeadLetter{Reason: "undecodable_message", Detail: err.Error(), Position: -1, Raw: rec.Value})
+		dl, derr := s.deadLetter(rec, schemas.DeadLetter{Reason: string(vocab.ReasonUndecodableMessage), Detail: err.Error(), Position: -1, Raw: rec.Value})
 		return []*kgo.Record{dl}, derr
 	}
 	m := &s.mapped
@@ -166,7 +167,7 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 			// The ingestion is gone or its mapping broke: fail the run
 			// visibly rather than drop its rows.
 			m.Kind = schemas.KindFailed
-			m.ErrorCategory = "SETUP_ERROR"
+			m.ErrorCategory = string(vocab.CategorySetup)
 			m.ErrorMessage = err.Error()
 		} else {
 			mp.Map(raw, m, func(r mapping.Rejection) {

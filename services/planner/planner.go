@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -286,13 +287,13 @@ func (s *Service) scheduleWindow(ctx context.Context, ing *config.Ingestion, w w
 			if first, err := s.deps.State.Once(ctx, doneKey, onceTTL); err != nil || !first {
 				return err
 			}
-			return s.dispatch(ctx, ing, date, schemas.TriggerScheduled, "daily schedule (rows found as the window closed)")
+			return s.dispatch(ctx, ing, date, vocab.TriggerScheduled, "daily schedule (rows found as the window closed)")
 		}
 		s.noData.Inc()
 		s.deps.Logger.Warn("load window closed without rows", "ingestion", ing.Name, "project", ing.Project, "day", date)
 		return s.deps.Store.UpdateRun(ctx, store.RunUpdate{
 			RunID: "nodata-" + ing.Project + "-" + ing.Name + "-" + date, Project: ing.Project, Ingestion: ing.Name,
-			Type: ing.Type, Date: date, Trigger: schemas.TriggerScheduled, Status: store.StatusNoDataYet,
+			Type: ing.Type, Date: date, Trigger: vocab.TriggerScheduled, Status: vocab.StatusNoDataYet,
 			Message: fmt.Sprintf("no rows for %s by the end of the load window (%s)", date, w.end.Format(time.RFC3339)), At: now,
 		})
 	}
@@ -311,7 +312,7 @@ func (s *Service) scheduleWindow(ctx context.Context, ing *config.Ingestion, w w
 	if err != nil || !first {
 		return err
 	}
-	return s.dispatch(ctx, ing, date, schemas.TriggerScheduled, "daily schedule")
+	return s.dispatch(ctx, ing, date, vocab.TriggerScheduled, "daily schedule")
 }
 
 // onceTTL outlives any window and the catch-up horizon.
@@ -375,7 +376,7 @@ func (s *Service) catchUp(ctx context.Context) (deferred int, _ error) {
 			}
 			// Marked done but without any run: a planner was killed between
 			// marking and dispatching. Dispatch now.
-			if err := s.dispatch(ctx, ing, date, schemas.TriggerScheduled, "catch-up of a missed window"); err != nil {
+			if err := s.dispatch(ctx, ing, date, vocab.TriggerScheduled, "catch-up of a missed window"); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -391,7 +392,7 @@ func (s *Service) loaded(ctx context.Context, ing *config.Ingestion, from, to st
 	}
 	out := map[string]bool{}
 	for _, d := range days {
-		if d.Status == store.StatusSuccessful || d.Status == store.StatusLoadedEmpty {
+		if d.Status == vocab.StatusSuccessful || d.Status == vocab.StatusLoadedEmpty {
 			out[d.Date] = true
 		}
 	}
@@ -418,12 +419,12 @@ func (s *Service) hasRun(ctx context.Context, ing *config.Ingestion, date string
 	return err != nil || len(runs) > 0
 }
 
-func (s *Service) dispatch(ctx context.Context, ing *config.Ingestion, date, trigger, reason string) error {
+func (s *Service) dispatch(ctx context.Context, ing *config.Ingestion, date string, trigger vocab.Trigger, reason string) error {
 	_, err := s.deps.Dispatcher.Dispatch(ctx, dispatch.Request{Project: ing.Project, Ingestion: ing.Name, Date: date, Trigger: trigger, Reason: reason})
 	if err != nil {
 		return err
 	}
-	s.dispatched.WithLabelValues(trigger).Inc()
+	s.dispatched.WithLabelValues(string(trigger)).Inc()
 	return nil
 }
 
@@ -441,7 +442,7 @@ func (s *Service) handleCandidates(ctx context.Context, records []*kgo.Record) e
 			continue
 		}
 		reason := fmt.Sprintf("%s changed in the warehouse: %d rows loaded, %d now", c.Reason, c.LoadedCount, c.WarehouseCount)
-		if err := s.dispatch(ctx, ing, c.Date, schemas.TriggerReload, reason); err != nil {
+		if err := s.dispatch(ctx, ing, c.Date, vocab.TriggerReload, reason); err != nil {
 			return err
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 func TestCheckSlot(t *testing.T) {
@@ -98,7 +98,7 @@ func TestScheduleWindow(t *testing.T) {
 			tickUntil(at(17, 0)) // past the window's end
 			assertTimes(t, "checks", e.checks(demo.WebEvents, day), append(want, at(13, 45)))
 			runs := e.runs(t, demo.WebEvents, day)
-			if len(runs) != 1 || runs[0].Trigger != schemas.TriggerScheduled || runs[0].Status != store.StatusScheduled {
+			if len(runs) != 1 || runs[0].Trigger != vocab.TriggerScheduled || runs[0].Status != vocab.StatusScheduled {
 				t.Fatalf("want exactly one scheduled run, got %+v", runs)
 			}
 			if holder, _, _ := e.dispatcher.Holder(ctx, dispatch.Day{Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: day.String()}); holder != runs[0].RunID {
@@ -115,11 +115,11 @@ func TestScheduleWindow(t *testing.T) {
 			tickUntil(at(9, 0).AddDate(0, 0, 1).Add(7 * time.Hour))
 			tickUntil(at(9, 0).AddDate(0, 0, 1).Add(8 * time.Hour))
 			runs = e.runs(t, demo.WebEvents, next)
-			if len(runs) != 1 || runs[0].Status != store.StatusNoDataYet {
+			if len(runs) != 1 || runs[0].Status != vocab.StatusNoDataYet {
 				t.Fatalf("want one NO_DATA_YET run for %s, got %+v", next, runs)
 			}
 			days, err := e.store.Days(ctx, store.DayFilter{Project: demo.ProjectName, Ingestion: demo.WebEvents, From: next.String(), To: next.String()})
-			if err != nil || len(days) != 1 || days[0].Status != store.StatusNoDataYet {
+			if err != nil || len(days) != 1 || days[0].Status != vocab.StatusNoDataYet {
 				t.Fatalf("day %s status: %+v (%v), want NO_DATA_YET", next, days, err)
 			}
 			checks := e.checks(demo.WebEvents, next)

@@ -15,7 +15,7 @@ import (
 	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/store"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // MaxBackfillDays bounds one backfill, as the HTTP API does.
@@ -137,7 +137,7 @@ func backfill(ctx context.Context, in *Infra, o backfillOptions, stdout, stderr 
 	var days []backfillDay
 	for day := o.from; !day.After(o.to); day = day.AddDays(1) {
 		runID, err := d.Dispatch(ctx, daydispatch.Request{Project: ing.Project, Ingestion: ing.Name, Date: day.String(),
-			Trigger: schemas.TriggerBackfill, Reason: reason})
+			Trigger: vocab.TriggerBackfill, Reason: reason})
 		if err != nil {
 			return fmt.Errorf("start run of %s (%d of %d days started): %w", day, len(days), o.to.DaysSince(o.from)+1, err)
 		}
@@ -174,23 +174,23 @@ func outcome(ctx context.Context, st store.Store, project string, d backfillDay,
 		return dayOutcome{}, err
 	}
 	switch r.Status {
-	case store.StatusSuccessful, store.StatusLoadedEmpty:
+	case vocab.StatusSuccessful, vocab.StatusLoadedEmpty:
 		return dayOutcome{done: true, loaded: true, rows: r.Mapped}, nil
-	case store.StatusFailed:
-		msg := r.ErrorCategory
+	case vocab.StatusFailed:
+		msg := string(r.ErrorCategory)
 		if r.ErrorMessage != "" {
 			msg += ": " + r.ErrorMessage
 		}
 		return dayOutcome{done: true, reason: msg}, nil
-	case store.StatusSuperseded:
+	case vocab.StatusSuperseded:
 		days, err := st.Days(ctx, store.DayFilter{Project: project, Ingestion: ingestion, From: d.date, To: d.date})
 		if err != nil {
 			return dayOutcome{}, err
 		}
-		if len(days) == 1 && (days[0].Status == store.StatusSuccessful || days[0].Status == store.StatusLoadedEmpty) {
+		if len(days) == 1 && (days[0].Status == vocab.StatusSuccessful || days[0].Status == vocab.StatusLoadedEmpty) {
 			return dayOutcome{done: true, loaded: true, rows: days[0].RowsLoaded}, nil
 		}
-		if len(days) == 1 && days[0].Status != store.StatusFailed {
+		if len(days) == 1 && days[0].Status != vocab.StatusFailed {
 			return dayOutcome{}, nil // the newer run is still going
 		}
 		return dayOutcome{done: true, reason: "superseded by a newer run of the day, which did not load"}, nil

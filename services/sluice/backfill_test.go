@@ -14,7 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // TestBackfillAndRequest drives `sluice backfill` and `sluice request`
@@ -61,7 +61,7 @@ func TestBackfillAndRequest(t *testing.T) {
 					t.Errorf("line %q is not for %s", lines[i], day)
 				}
 				r, err := s.in.Store.Run(ctx, demo.ProjectName, runID)
-				if err != nil || r.Trigger != schemas.TriggerBackfill || r.Status != store.StatusSuccessful {
+				if err != nil || r.Trigger != vocab.TriggerBackfill || r.Status != vocab.StatusSuccessful {
 					t.Errorf("round %d %s: run %s %+v (%v), want a successful backfill", round, day, runID, r, err)
 				}
 				if d.VisibleRunID != runID {
@@ -75,7 +75,7 @@ func TestBackfillAndRequest(t *testing.T) {
 		}
 		var backfilled int64
 		for _, u := range usage {
-			if u.Trigger == schemas.TriggerBackfill && u.Ingestion == demo.WebEvents {
+			if u.Trigger == vocab.TriggerBackfill && u.Ingestion == demo.WebEvents {
 				backfilled += u.RowsLoaded
 			}
 		}
@@ -115,7 +115,7 @@ func TestBackfillAndRequest(t *testing.T) {
 			t.Errorf("day shows run %s, want the request's %s", d.VisibleRunID, runID)
 		}
 		r, err := s.in.Store.Run(ctx, demo.ProjectName, runID)
-		if err != nil || r.Trigger != schemas.TriggerRequest || r.Fence == 0 {
+		if err != nil || r.Trigger != vocab.TriggerRequest || r.Fence == 0 {
 			t.Errorf("run %+v (%v): want trigger request with a lease fence", r, err)
 		}
 	})
@@ -123,7 +123,7 @@ func TestBackfillAndRequest(t *testing.T) {
 
 func (s *e2eStack) allFinished(ingestion string, day civil.Date) bool {
 	for _, r := range s.runsOf(ingestion, day) {
-		if !finishedRun(r.Status) {
+		if !r.Status.Terminal() {
 			return false
 		}
 	}
@@ -143,10 +143,10 @@ func TestBackfillExitsNonZeroOnFailure(t *testing.T) {
 	}
 	at := time.Date(2024, 1, 3, 12, 0, 0, 0, time.UTC)
 	for _, u := range []store.RunUpdate{
-		{RunID: "r1", Status: store.StatusFailed, ErrorCategory: "QUERY_ERROR", ErrorMessage: "syntax error"},
-		{RunID: "r2", Status: store.StatusScheduled},
+		{RunID: "r1", Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryQuery, ErrorMessage: "syntax error"},
+		{RunID: "r2", Status: vocab.StatusScheduled},
 	} {
-		u.Project, u.Ingestion, u.Type, u.Trigger, u.At = "p", "src", "events", schemas.TriggerBackfill, at
+		u.Project, u.Ingestion, u.Type, u.Trigger, u.At = "p", "src", "events", vocab.TriggerBackfill, at
 		u.Date = map[string]string{"r1": "2024-01-01", "r2": "2024-01-02"}[u.RunID]
 		if err := st.UpdateRun(ctx, u); err != nil {
 			t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
 	"github.com/sluicehq/sluice/services/planner"
 	"github.com/sluicehq/sluice/services/trigger"
@@ -315,7 +316,7 @@ func (p *progress) follow(ctx context.Context, in *Infra, expected []dayRef) {
 			}
 			p.seen[k] = true
 			mark := "✓"
-			if d.Status == store.StatusFailed {
+			if d.Status == vocab.StatusFailed {
 				mark = "✗"
 			}
 			fmt.Fprintf(p.w, "  %s [%d/%d] %s %-18s %-18s %6d rows loaded, %d rejected\n", mark, len(p.seen), p.total, d.Date,
@@ -332,8 +333,8 @@ func (p *progress) follow(ctx context.Context, in *Infra, expected []dayRef) {
 	}
 }
 
-func finishedStatus(s string) bool {
-	return s == store.StatusSuccessful || s == store.StatusLoadedEmpty || s == store.StatusFailed
+func finishedStatus(s vocab.Status) bool {
+	return s == vocab.StatusSuccessful || s == vocab.StatusLoadedEmpty || s == vocab.StatusFailed
 }
 
 func sum(m map[string]int64) int64 {
@@ -367,7 +368,7 @@ func printReconciliation(ctx context.Context, w io.Writer, in *Infra, expected [
 			d = days[0]
 		}
 		rejected := sum(d.Rejected)
-		ok := (d.Status == store.StatusSuccessful || d.Status == store.StatusLoadedEmpty) &&
+		ok := (d.Status == vocab.StatusSuccessful || d.Status == vocab.StatusLoadedEmpty) &&
 			d.Extracted == ref.warehouse && d.RowsLoaded+rejected == d.Extracted
 		mark := "✓"
 		if !ok {
@@ -375,7 +376,7 @@ func printReconciliation(ctx context.Context, w io.Writer, in *Infra, expected [
 			bad++
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", ref.date, ref.ingestion, ref.typ, ref.warehouse,
-			d.RowsLoaded, rejected, reasons(d.Rejected), firstNonEmpty(d.Status, "NOT LOADED"), mark)
+			d.RowsLoaded, rejected, reasons(d.Rejected), firstNonEmpty(string(d.Status), "NOT LOADED"), mark)
 	}
 	return bad, tw.Flush()
 }

@@ -31,7 +31,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 const e2eKey = "sk_test_e2e_key"
@@ -216,7 +216,7 @@ func (s *e2eStack) waitDay(ingestion string, day civil.Date, what string, ok fun
 }
 
 func loaded(d store.Day) bool {
-	return d.Status == store.StatusSuccessful || d.Status == store.StatusLoadedEmpty
+	return d.Status == vocab.StatusSuccessful || d.Status == vocab.StatusLoadedEmpty
 }
 
 // warehouseEvents reads the day straight from the warehouse table and keeps
@@ -451,7 +451,7 @@ func TestEndToEnd(t *testing.T) {
 			return loaded(d) && d.Extracted == int64(len(wantGood)+wantBad)
 		})
 		s.assertEventsMatch(demo.WebEvents, big)
-		if !slices.ContainsFunc(s.runsOf(demo.WebEvents, big), func(r store.Run) bool { return r.Trigger == schemas.TriggerReload }) {
+		if !slices.ContainsFunc(s.runsOf(demo.WebEvents, big), func(r store.Run) bool { return r.Trigger == vocab.TriggerReload }) {
 			t.Errorf("no reload run recorded for %s", big)
 		}
 		// The small change is seen by the watcher but reloads nothing.
@@ -463,7 +463,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("%s reloaded on a %d→%d change: %+v", small, before.Extracted, after.Rows, d)
 		}
 		for _, r := range s.runsOf(demo.WebEvents, small) {
-			if r.Trigger == schemas.TriggerReload {
+			if r.Trigger == vocab.TriggerReload {
 				t.Errorf("reload run for a change under the threshold: %+v", r)
 			}
 		}

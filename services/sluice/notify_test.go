@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/notify"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // TestNotifierBesideLoader: the loader target runs a notifier that
@@ -42,7 +43,7 @@ func TestNotifierBesideLoader(t *testing.T) {
 	settings := demo.Config(demo.ConfigOptions{APIKey: "k"})
 	settings.Projects[0].WebhookURL = srv.URL
 	if err := st.UpdateRun(ctx, store.RunUpdate{RunID: "r1", Project: demo.ProjectName, Ingestion: "events_daily",
-		Type: "events", Date: "2024-02-20", Status: store.StatusFailed, ErrorCategory: "QUERY_ERROR", At: time.Now()}); err != nil {
+		Type: "events", Date: "2024-02-20", Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryQuery, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -13,7 +13,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/store"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // TestReloadReasons changes loaded days in the warehouse and checks that
@@ -48,11 +48,11 @@ func TestReloadReasons(t *testing.T) {
 		t.Helper()
 		good, bad := s.warehouseEvents(day)
 		s.waitDay(ingestion, day, "reloaded", func(d store.Day) bool {
-			return loaded(d) && d.Extracted == int64(len(good)+bad) && strings.HasPrefix(runTrigger(s, ingestion, day, d.VisibleRunID), schemas.TriggerReload)
+			return loaded(d) && d.Extracted == int64(len(good)+bad) && runTrigger(s, ingestion, day, d.VisibleRunID) == vocab.TriggerReload
 		})
 		s.assertEventsMatch(ingestion, day)
 		for _, r := range s.runsOf(ingestion, day) {
-			if r.Trigger == schemas.TriggerReload && r.Status == store.StatusSuccessful {
+			if r.Trigger == vocab.TriggerReload && r.Status == vocab.StatusSuccessful {
 				if !strings.Contains(r.Message, want) {
 					t.Errorf("%s %s: reload run message %q does not say %q", ingestion, day, r.Message, want)
 				}
@@ -76,7 +76,7 @@ func TestReloadReasons(t *testing.T) {
 	}
 }
 
-func runTrigger(s *e2eStack, ingestion string, day civil.Date, runID string) string {
+func runTrigger(s *e2eStack, ingestion string, day civil.Date, runID string) vocab.Trigger {
 	for _, r := range s.runsOf(ingestion, day) {
 		if r.RunID == runID {
 			return r.Trigger

@@ -14,7 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/store"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // replayOptions are `sluice replay`'s flags.
@@ -102,11 +102,11 @@ func replayRun(ctx context.Context, in *Infra, o replayOptions, stdout io.Writer
 		return 0, replayFail(exitConfig, "run %s loaded ingestion %s of project %s, which the config no longer has", old.RunID, old.Ingestion, old.Project)
 	}
 	printRun(stdout, "Run", old)
-	if !finishedRun(old.Status) {
+	if !old.Status.Terminal() {
 		return 0, replayFail(exitFailure, "run %s is still %s; replay it once it has finished", old.RunID, old.Status)
 	}
 	rejected := sum(old.Rejected)
-	if rejected == 0 && old.Status != store.StatusFailed {
+	if rejected == 0 && old.Status != vocab.StatusFailed {
 		fmt.Fprintf(stdout, "Run %s rejected no rows: nothing to replay.\n", old.RunID)
 		return exitOK, nil
 	}
@@ -123,13 +123,13 @@ func replayRun(ctx context.Context, in *Infra, o replayOptions, stdout io.Writer
 	defer closeDispatcher()
 	reason := fmt.Sprintf("replay of run %s (%d rows rejected) under the current mapping", old.RunID, rejected)
 	newID, err := d.Dispatch(ctx, daydispatch.Request{Project: old.Project, Ingestion: old.Ingestion, Date: old.Date,
-		Trigger: schemas.TriggerReplay, Reason: reason})
+		Trigger: vocab.TriggerReplay, Reason: reason})
 	if err != nil {
 		return 0, fmt.Errorf("start the replay of %s on %s: %w", old.Ingestion, old.Date, err)
 	}
 	fmt.Fprintf(stdout, "\nReplaying %s on %s under the current mapping: new run %s (trigger %s).\n"+
 		"When it completes, the store swaps the day's rows in one transaction: replaced, never added twice.\n",
-		old.Ingestion, old.Date, newID, schemas.TriggerReplay)
+		old.Ingestion, old.Date, newID, vocab.TriggerReplay)
 	if !o.wait {
 		return exitOK, nil
 	}
@@ -140,7 +140,7 @@ func replayRun(ctx context.Context, in *Infra, o replayOptions, stdout io.Writer
 	}
 	fmt.Fprintln(stdout)
 	printComparison(stdout, old, cur)
-	if cur.Status != store.StatusSuccessful && cur.Status != store.StatusLoadedEmpty {
+	if cur.Status != vocab.StatusSuccessful && cur.Status != vocab.StatusLoadedEmpty {
 		return exitFailure, nil
 	}
 	return exitOK, nil
@@ -189,15 +189,6 @@ func newDispatcher(ctx context.Context, in *Infra, name string) (*daydispatch.Di
 	return d, cl.Close, nil
 }
 
-// finishedRun reports whether a run will change no more.
-func finishedRun(status string) bool {
-	switch status {
-	case store.StatusSuccessful, store.StatusLoadedEmpty, store.StatusFailed, store.StatusSuperseded, store.StatusNoDataYet:
-		return true
-	}
-	return false
-}
-
 // waitRun polls the run until it has finished or timeout passes.
 func waitRun(ctx context.Context, st store.Store, project, runID string, timeout, poll time.Duration) (store.Run, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -207,7 +198,7 @@ func waitRun(ctx context.Context, st store.Store, project, runID string, timeout
 	for {
 		r, err := st.Run(ctx, project, runID)
 		switch {
-		case err == nil && finishedRun(r.Status):
+		case err == nil && r.Status.Terminal():
 			return r, nil
 		case err != nil && !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil:
 			return store.Run{}, fmt.Errorf("wait for run %s: %w", runID, err)

@@ -20,10 +20,9 @@ import (
 	"github.com/sluicehq/sluice/pkg/demo"
 	daydispatch "github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/kafka"
-	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse/duckdb"
-	"github.com/sluicehq/sluice/schemas"
 )
 
 // replayBed is the dev stack's pieces for the replay test: kfake,
@@ -145,7 +144,7 @@ func TestReplayLoadsTheRejectedRowsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldID, err := d.Dispatch(t.Context(), daydispatch.Request{Project: demo.ProjectName, Ingestion: ing, Date: bed.day.String(), Trigger: schemas.TriggerAPI})
+	oldID, err := d.Dispatch(t.Context(), daydispatch.Request{Project: demo.ProjectName, Ingestion: ing, Date: bed.day.String(), Trigger: vocab.TriggerAPI})
 	closeDispatcher()
 	if err != nil {
 		t.Fatal(err)
@@ -156,10 +155,10 @@ func TestReplayLoadsTheRejectedRowsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rejected := before.Rejected[mapping.ReasonIDTypeUnknown]
-	if before.Status != store.StatusSuccessful || rejected == 0 || sum(before.Rejected) != rejected || before.RowsLoaded+rejected != 600 {
+	rejected := before.Rejected[string(vocab.ReasonIDTypeUnknown)]
+	if before.Status != vocab.StatusSuccessful || rejected == 0 || sum(before.Rejected) != rejected || before.RowsLoaded+rejected != 600 {
 		t.Fatalf("first load: %s, %d loaded, rejected %v; want some rows rejected only as %s and 600 in all",
-			before.Status, before.RowsLoaded, before.Rejected, mapping.ReasonIDTypeUnknown)
+			before.Status, before.RowsLoaded, before.Rejected, vocab.ReasonIDTypeUnknown)
 	}
 	first.stop()
 
@@ -183,7 +182,7 @@ func TestReplayLoadsTheRejectedRowsOnce(t *testing.T) {
 	out := strings.Join(strings.Fields(stdout.String()), " ") // columns aligned by any spaces
 	for _, want := range []string{
 		"Run " + oldID + ": metrics of " + ing + " on " + bed.day.String() + " (trigger api), IMPORT_SUCCESSFUL",
-		fmt.Sprintf("%s %d", mapping.ReasonIDTypeUnknown, rejected),
+		fmt.Sprintf("%s %d", vocab.ReasonIDTypeUnknown, rejected),
 		"new run " + newID + " (trigger replay)",
 		"OLD RUN", "NEW RUN",
 		fmt.Sprintf("mapped (loaded) %d %d", oldRun.Mapped, newRun.Mapped),
@@ -196,7 +195,7 @@ func TestReplayLoadsTheRejectedRowsOnce(t *testing.T) {
 
 	// 3. The day rose by exactly the rejected rows, and holds each
 	// warehouse row once.
-	if newRun.Trigger != schemas.TriggerReplay || after.RowsLoaded != before.RowsLoaded+rejected || sum(after.Rejected) != 0 {
+	if newRun.Trigger != vocab.TriggerReplay || after.RowsLoaded != before.RowsLoaded+rejected || sum(after.Rejected) != 0 {
 		t.Errorf("after replay: trigger %s, %d loaded (was %d, +%d rejected), rejected %v",
 			newRun.Trigger, after.RowsLoaded, before.RowsLoaded, rejected, after.Rejected)
 	}

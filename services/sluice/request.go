@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/runid"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -87,7 +88,7 @@ func request(ctx context.Context, in *Infra, o requestOptions, stdout io.Writer)
 		return fmt.Errorf("reach kafka: %w", err)
 	}
 	req := schemas.IngestRequest{RequestID: runid.New(), Project: ing.Project, Ingestion: ing.Name, Date: o.date.String(),
-		Trigger: schemas.TriggerRequest, RequestedAt: in.Clock().UnixMilli(), Reason: o.reason}
+		Trigger: string(vocab.TriggerRequest), RequestedAt: in.Clock().UnixMilli(), Reason: o.reason}
 	data, err := in.Codecs.Encode(in.Codecs.IngestRequest, &req)
 	if err != nil {
 		return fmt.Errorf("encode ingest request: %w", err)

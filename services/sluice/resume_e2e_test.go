@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 	"github.com/sluicehq/sluice/services/extractor"
@@ -144,7 +145,7 @@ func (s *whStack) waitCheckpoint(ingestion string, nextSeq int64, held func() bo
 func (s *whStack) wantLoadedOnce(ingestion string, day civil.Date, runID string, rows int) {
 	t := s.t
 	t.Helper()
-	d := s.e2e.waitDay(ingestion, day, "loaded", func(d store.Day) bool { return d.Status == store.StatusSuccessful })
+	d := s.e2e.waitDay(ingestion, day, "loaded", func(d store.Day) bool { return d.Status == vocab.StatusSuccessful })
 	if d.RowsLoaded != int64(rows) || d.VisibleRunID != runID {
 		t.Errorf("day %+v, want %d rows of run %s", d, rows, runID)
 	}
@@ -171,11 +172,11 @@ func (s *whStack) wantLoadedOnce(ingestion string, day civil.Date, runID string,
 	}
 	successes := 0
 	for _, st := range r.History {
-		if st.Status == store.StatusSuccessful {
+		if st.Status == vocab.StatusSuccessful {
 			successes++
 		}
 	}
 	if successes != 1 {
-		t.Errorf("run history %+v, want one %s", r.History, store.StatusSuccessful)
+		t.Errorf("run history %+v, want one %s", r.History, vocab.StatusSuccessful)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // watchedListener tells a test when the server first read from a
@@ -164,7 +165,7 @@ func TestShutdownUnderLoadLosesNothing(t *testing.T) {
 	for _, ing := range []string{demo.WebEvents, demo.WebEventsAPI, demo.DailyMetrics} {
 		var visible int
 		for _, r := range s.runsOf(ing, day) {
-			if r.Status == store.StatusSuccessful {
+			if r.Status == vocab.StatusSuccessful {
 				visible++
 			}
 		}

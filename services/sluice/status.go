@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // statusWidth is the terminal width the tables fit.
@@ -150,14 +151,14 @@ func status(ctx context.Context, settings *config.File, st store.Store, o status
 		if d.LastLoadedAt != nil || d.Extracted > 0 {
 			atLoad = strconv.FormatInt(d.Extracted, 10)
 		}
-		fmt.Fprintf(w, "%-10s %-16s %-18s %9s %9s %9d %9d %s\n", d.Date, clip(d.Ingestion, 16), clip(d.Status, 18), atLoad, now,
+		fmt.Fprintf(w, "%-10s %-16s %-18s %9s %9s %9d %9d %s\n", d.Date, clip(d.Ingestion, 16), clip(string(d.Status), 18), atLoad, now,
 			d.RowsLoaded, rejectedTotal(d.Rejected), last)
 		if len(d.Rejected) > 0 {
 			fmt.Fprintln(w, clipLine("    rejected: "+rejectReasons(d.Rejected)))
 		}
 		if d.ErrorCategory != "" || d.ErrorMessage != "" {
-			fmt.Fprintln(w, clipLine("    error: "+joinNonEmpty(": ", d.ErrorCategory, d.ErrorMessage)))
-		} else if d.Status == store.StatusNoDataYet && d.Message != "" {
+			fmt.Fprintln(w, clipLine("    error: "+joinNonEmpty(": ", string(d.ErrorCategory), d.ErrorMessage)))
+		} else if d.Status == vocab.StatusNoDataYet && d.Message != "" {
 			fmt.Fprintln(w, clipLine("    "+d.Message))
 		}
 	}
@@ -188,8 +189,8 @@ func printRuns(ctx context.Context, st store.Store, ings []*config.Ingestion, o 
 	}
 	fmt.Fprintf(w, "%-32s %-10s %-14s %-9s %-18s %9s\n", "RUN ID", "DATE", "SOURCE", "TRIGGER", "STATUS", "LOADED")
 	for _, r := range runs {
-		fmt.Fprintf(w, "%-32s %-10s %-14s %-9s %-18s %9d\n", clip(r.RunID, 32), clip(r.Date, 10), clip(r.Ingestion, 14), clip(r.Trigger, 9),
-			clip(r.Status, 18), r.Mapped)
+		fmt.Fprintf(w, "%-32s %-10s %-14s %-9s %-18s %9d\n", clip(r.RunID, 32), clip(r.Date, 10), clip(r.Ingestion, 14), clip(string(r.Trigger), 9),
+			clip(string(r.Status), 18), r.Mapped)
 		for _, line := range wrap(stages(r.History), statusWidth, "    ") {
 			fmt.Fprintln(w, line)
 		}
@@ -201,7 +202,7 @@ func printRuns(ctx context.Context, st store.Store, ings []*config.Ingestion, o 
 			fmt.Fprintln(w, clipLine(line))
 		}
 		if r.ErrorCategory != "" || r.ErrorMessage != "" {
-			fmt.Fprintln(w, clipLine("    error: "+joinNonEmpty(": ", r.ErrorCategory, r.ErrorMessage)))
+			fmt.Fprintln(w, clipLine("    error: "+joinNonEmpty(": ", string(r.ErrorCategory), r.ErrorMessage)))
 		}
 	}
 	if len(runs) == 0 {
@@ -215,7 +216,7 @@ func stages(h []store.Stage) []string {
 	out := make([]string, 0, len(h))
 	var day string
 	for _, s := range h {
-		name := strings.ToLower(strings.TrimPrefix(s.Status, "IMPORT_"))
+		name := strings.ToLower(strings.TrimPrefix(string(s.Status), "IMPORT_"))
 		at := s.At.UTC()
 		stamp := at.Format("15:04:05")
 		if d := at.Format("01-02"); d != day {

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/demo"
 	"github.com/sluicehq/sluice/pkg/store"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -32,7 +33,7 @@ func statusStore(t *testing.T) store.Store {
 	}
 	at := time.Date(2024, 3, 2, 18, 30, 0, 0, time.UTC)
 	b := &schemas.MappedBatch{RunID: "run-loaded", ExtractID: "x1", Project: demo.ProjectName, Ingestion: demo.WebEvents, Date: "2024-03-01",
-		Trigger: schemas.TriggerScheduled, Fence: 1, Kind: schemas.KindRows, Type: "events", RowCount: 5,
+		Trigger: string(vocab.TriggerScheduled), Fence: 1, Kind: schemas.KindRows, Type: "events", RowCount: 5,
 		Rejected: []schemas.ReasonCount{{Reason: "missing_event_name", Count: 2}, {Reason: "timestamp_out_of_range", Count: 1}}}
 	for i := range 2 {
 		b.Events = append(b.Events, schemas.Event{Position: int64(i), EventName: "e", TimeMs: 1709251200000,
@@ -45,18 +46,18 @@ func statusStore(t *testing.T) store.Store {
 		}
 	}
 	must(st.UpdateRun(ctx, store.RunUpdate{RunID: "run-loaded", Project: demo.ProjectName, Ingestion: demo.WebEvents, Type: "events",
-		Date: "2024-03-01", Trigger: schemas.TriggerScheduled, Fence: 1, Status: store.StatusScheduled, At: at.Add(-time.Minute)}))
+		Date: "2024-03-01", Trigger: vocab.TriggerScheduled, Fence: 1, Status: vocab.StatusScheduled, At: at.Add(-time.Minute)}))
 	must(st.StageBatches(ctx, []*schemas.MappedBatch{b}))
 	if _, err := st.CompleteRun(ctx, store.RunEnd{RunID: "run-loaded", ExtractID: "x1", Project: demo.ProjectName, Ingestion: demo.WebEvents,
-		Type: "events", Date: "2024-03-01", Trigger: schemas.TriggerScheduled, Fence: 1, Batches: 1, Rows: 5, MaxRejectedShare: 1, At: at}); err != nil {
+		Type: "events", Date: "2024-03-01", Trigger: vocab.TriggerScheduled, Fence: 1, Batches: 1, Rows: 5, MaxRejectedShare: 1, At: at}); err != nil {
 		t.Fatal(err)
 	}
 	must(st.RecordWarehouseCount(ctx, demo.ProjectName, demo.WebEvents, "2024-03-01", 7, "", at.Add(time.Hour)))
 	must(st.UpdateRun(ctx, store.RunUpdate{RunID: "run-failed", Project: demo.ProjectName, Ingestion: demo.WebEvents, Type: "events",
-		Date: "2024-03-02", Trigger: schemas.TriggerAPI, Status: store.StatusFailed, ErrorCategory: "QUERY_ERROR",
+		Date: "2024-03-02", Trigger: vocab.TriggerAPI, Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryQuery,
 		ErrorMessage: strings.Repeat("relation does not exist; ", 10), At: at}))
 	must(st.UpdateRun(ctx, store.RunUpdate{RunID: "nodata-x", Project: demo.ProjectName, Ingestion: demo.DailyMetrics, Type: "metrics",
-		Date: "2024-03-02", Trigger: schemas.TriggerScheduled, Status: store.StatusNoDataYet, Message: "no rows for 2024-03-02 by 16:00", At: at}))
+		Date: "2024-03-02", Trigger: vocab.TriggerScheduled, Status: vocab.StatusNoDataYet, Message: "no rows for 2024-03-02 by 16:00", At: at}))
 	return st
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/validation"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -74,11 +75,11 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			// The query being wrong is the ingestion's fault (1); anything
 			// else means the warehouse could not answer (4).
 			code := exitUnhealthy
-			if we.Category == warehouse.CategoryQuery {
+			if we.Category == vocab.CategoryQuery {
 				code = exitFailure
 			}
 			if *asJSON {
-				_ = writeJSON(stdout, map[string]string{"ingestion": ing.Name, "category": we.Category, "error": we.Error()})
+				_ = writeJSON(stdout, map[string]string{"ingestion": ing.Name, "category": string(we.Category), "error": we.Error()})
 			}
 			return fail(code, "%s of %s (%s): %v", ing.Name, ing.Project, we.Op, we)
 		}

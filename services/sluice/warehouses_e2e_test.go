@@ -29,6 +29,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/runid"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
@@ -155,7 +156,7 @@ func (s *whStack) start(o RunOptions) (stop func()) {
 func (s *whStack) request(ingestion string, day civil.Date) {
 	s.t.Helper()
 	if _, err := s.dispatch.Dispatch(s.t.Context(), daydispatch.Request{Project: demo.ProjectName, Ingestion: ingestion,
-		Date: day.String(), Trigger: schemas.TriggerBackfill, Reason: "test"}); err != nil {
+		Date: day.String(), Trigger: vocab.TriggerBackfill, Reason: "test"}); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -395,7 +396,7 @@ func TestBlockedWarehouseDoesNotDelayAnother(t *testing.T) {
 			s.assertLoaded("healthy_events", spec, day)
 		}
 		for _, day := range days {
-			if d := s.day("stuck_events", day); loaded(d) || d.Status == store.StatusFailed {
+			if d := s.day("stuck_events", day); loaded(d) || d.Status == vocab.StatusFailed {
 				t.Fatalf("stuck %s finished while its warehouse hangs: %+v", day, d)
 			}
 		}
@@ -482,7 +483,7 @@ func TestPerConnectionConcurrency(t *testing.T) {
 	// extractor, still scheduled.
 	waiting := 0
 	for _, day := range spec.Dates() {
-		if d := s.day("events", day); d.Status == store.StatusScheduled {
+		if d := s.day("events", day); d.Status == vocab.StatusScheduled {
 			waiting++
 		}
 	}
@@ -523,8 +524,8 @@ func TestUnservedWarehouseWaits(t *testing.T) {
 	// The duckdb extractor has passed over the postgres request (it was
 	// ahead on the one partition) and loaded the duckdb day.
 	s.assertLoaded("duck_events", spec, day)
-	if d := s.day("pg_events", day); d.Status != store.StatusScheduled {
-		t.Fatalf("postgres day with no extractor serving it: %+v, want %s", d, store.StatusScheduled)
+	if d := s.day("pg_events", day); d.Status != vocab.StatusScheduled {
+		t.Fatalf("postgres day with no extractor serving it: %+v, want %s", d, vocab.StatusScheduled)
 	}
 	s.start(RunOptions{Targets: []string{"extractor"}, Extractor: extractor.Config{Kinds: []string{"postgres"}}})
 	s.assertLoaded("pg_events", spec, day)
@@ -558,8 +559,8 @@ func TestWarehouseErrorsReachDayStatus(t *testing.T) {
 	sf := sftest.NewServer(t)
 	sf.AddUser("loader", "s3cret")
 	bqs := bqtest.NewServer(t)
-	refused := &flakySource{failures: 2, err: &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: errors.New("dial tcp 127.0.0.1:1: connection refused")}}
-	denied := &flakySource{failures: 1 << 30, err: &warehouse.Error{Category: warehouse.CategoryPermission, Err: errors.New("permission denied for table events")}}
+	refused := &flakySource{failures: 2, err: &warehouse.Error{Category: vocab.CategoryConnection, Transient: true, Err: errors.New("dial tcp 127.0.0.1:1: connection refused")}}
+	denied := &flakySource{failures: 1 << 30, err: &warehouse.Error{Category: vocab.CategoryPermission, Err: errors.New("permission denied for table events")}}
 	wrapped := map[string]*flakySource{"refused": refused, "denied": denied}
 	path := seedDuckDB(t, spec)
 	s := newWHStack(t, []config.Connection{
@@ -598,15 +599,17 @@ func TestWarehouseErrorsReachDayStatus(t *testing.T) {
 		Extractor: extractor.Config{MaxAttempts: 4, RetryBackoff: 10 * time.Millisecond}})
 
 	tests := []struct {
-		ingestion, category, message string
+		ingestion string
+		category  vocab.Category
+		message   string
 	}{
-		{"bad_role", warehouse.CategoryAuthentication, "no_such_role_sluice"},
-		{"missing_table", warehouse.CategoryQuery, "sluice_no_such_table"},
-		{"syntax", warehouse.CategoryQuery, "SELEC"},
-		{"no_server", warehouse.CategoryConnection, "127.0.0.1"},
-		{"sf_password", warehouse.CategoryAuthentication, "Incorrect username or password"},
-		{"bq_missing_table", warehouse.CategoryQuery, "events"},
-		{"no_grant", warehouse.CategoryPermission, "permission denied"},
+		{"bad_role", vocab.CategoryAuthentication, "no_such_role_sluice"},
+		{"missing_table", vocab.CategoryQuery, "sluice_no_such_table"},
+		{"syntax", vocab.CategoryQuery, "SELEC"},
+		{"no_server", vocab.CategoryConnection, "127.0.0.1"},
+		{"sf_password", vocab.CategoryAuthentication, "Incorrect username or password"},
+		{"bq_missing_table", vocab.CategoryQuery, "events"},
+		{"no_grant", vocab.CategoryPermission, "permission denied"},
 	}
 	for _, tt := range tests {
 		s.request(tt.ingestion, day)
@@ -614,7 +617,7 @@ func TestWarehouseErrorsReachDayStatus(t *testing.T) {
 	s.request("flaky", day)
 	for _, tt := range tests {
 		t.Run(tt.ingestion, func(t *testing.T) {
-			d := s.e2e.waitDay(tt.ingestion, day, "failed", func(d store.Day) bool { return d.Status == store.StatusFailed })
+			d := s.e2e.waitDay(tt.ingestion, day, "failed", func(d store.Day) bool { return d.Status == vocab.StatusFailed })
 			t.Logf("%s: %s", d.ErrorCategory, d.ErrorMessage)
 			if d.ErrorCategory != tt.category || !containsFold(d.ErrorMessage, tt.message) {
 				t.Errorf("day status %s %q (%s), want %s naming %q", d.ErrorCategory, d.ErrorMessage, d.Status, tt.category, tt.message)

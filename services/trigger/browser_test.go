@@ -12,7 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // chromiumPath finds Debian's chromium (scripts/test installs it). Without
@@ -182,7 +182,7 @@ func TestConsoleInChromium(t *testing.T) {
 		p.do(chromedp.Click(chromedp.CSS("#reload")), chromedp.WaitVisible(chromedp.CSS("#started")))
 		started := p.text("#started tbody")
 		calls := f.dispatch.Calls()[before:]
-		if len(calls) != 1 || calls[0].Trigger != schemas.TriggerReload || calls[0].Date != "2024-03-05" || calls[0].Ingestion != "ev_daily" {
+		if len(calls) != 1 || calls[0].Trigger != vocab.TriggerReload || calls[0].Date != "2024-03-05" || calls[0].Ingestion != "ev_daily" {
 			t.Fatalf("reload dispatched %+v", calls)
 		}
 		if !strings.Contains(started, "run-") || !strings.Contains(started, "2024-03-05") {
@@ -200,7 +200,7 @@ func TestConsoleInChromium(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS("#started")))
 		started = p.text("#started tbody")
 		calls = f.dispatch.Calls()[before:]
-		if len(calls) != 2 || calls[0].Ingestion != "mt_api" || calls[0].Trigger != schemas.TriggerBackfill ||
+		if len(calls) != 2 || calls[0].Ingestion != "mt_api" || calls[0].Trigger != vocab.TriggerBackfill ||
 			calls[0].Date != "2024-03-01" || calls[1].Date != "2024-03-02" {
 			t.Fatalf("backfill dispatched %+v", calls)
 		}

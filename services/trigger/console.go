@@ -26,8 +26,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
-	"github.com/sluicehq/sluice/schemas"
 )
 
 // The console is a few server-rendered pages under /console: log in with a
@@ -329,22 +329,22 @@ var (
 	legend         = []dayClass{classLoaded, classEmpty, classFailed, classRunning, classNoData, classNotLoaded}
 )
 
-func classOf(status string) dayClass {
+func classOf(status vocab.Status) dayClass {
 	switch status {
-	case store.StatusSuccessful:
+	case vocab.StatusSuccessful:
 		return classLoaded
-	case store.StatusLoadedEmpty:
+	case vocab.StatusLoadedEmpty:
 		return classEmpty
-	case store.StatusFailed:
+	case vocab.StatusFailed:
 		return classFailed
-	case store.StatusScheduled, store.StatusStarted, store.StatusDownloaded:
+	case vocab.StatusScheduled, vocab.StatusStarted, vocab.StatusDownloaded:
 		return classRunning
-	case store.StatusNoDataYet:
+	case vocab.StatusNoDataYet:
 		return classNoData
 	case "":
 		return classNotLoaded
 	}
-	return dayClass{classOther.Class, status}
+	return dayClass{classOther.Class, string(status)}
 }
 
 type gridCell struct {
@@ -492,7 +492,7 @@ func (s *Service) consoleDay(w http.ResponseWriter, r *http.Request) {
 				v.LastLoaded = formatTime(*d.LastLoadedAt)
 			}
 		}
-		status := ""
+		var status vocab.Status
 		if v.Day != nil {
 			status = v.Day.Status
 		}
@@ -574,7 +574,7 @@ func (s *Service) consoleBackfill(w http.ResponseWriter, r *http.Request) {
 		s.renderResult(w, r, sess, e.Status, resultView{Title: "Backfill not started", Error: strings.TrimPrefix(e.Field+": ", ": ") + e.Reason})
 		return
 	}
-	s.startFromConsole(w, r, sess, in.Name, req.Dates, schemas.TriggerBackfill, "backfill",
+	s.startFromConsole(w, r, sess, in.Name, req.Dates, vocab.TriggerBackfill, "backfill",
 		fmt.Sprintf("Backfill of %s from %s to %s started: %d runs.", in.Name, req.Dates[0], req.Dates[len(req.Dates)-1], len(req.Dates)))
 }
 
@@ -584,11 +584,11 @@ func (s *Service) consoleReload(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.startFromConsole(w, r, sess, in.Name, []string{date}, schemas.TriggerReload, "console reload",
+	s.startFromConsole(w, r, sess, in.Name, []string{date}, vocab.TriggerReload, "console reload",
 		fmt.Sprintf("Reload of %s on %s started.", in.Name, date))
 }
 
-func (s *Service) startFromConsole(w http.ResponseWriter, r *http.Request, sess session, ingestion string, dates []string, trigger, reason, message string) {
+func (s *Service) startFromConsole(w http.ResponseWriter, r *http.Request, sess session, ingestion string, dates []string, trigger vocab.Trigger, reason, message string) {
 	runs, err := s.start(r.Context(), sess.Project, []string{ingestion}, dates, trigger, reason)
 	if err != nil {
 		s.log.Error("start runs from the console", "project", sess.Project, "ingestion", ingestion, "trigger", trigger, "err", err)
@@ -632,7 +632,7 @@ func (s *Service) consoleValidate(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		cat, _ := warehouse.Categorize(err)
 		s.log.Warn("console validation did not reach a report", "project", sess.Project, "ingestion", in.Name, "day", date, "category", cat, "err", err)
-		v.Error = "The warehouse could not sample the query (" + cat + "): " + err.Error()
+		v.Error = "The warehouse could not sample the query (" + string(cat) + "): " + err.Error()
 		s.render(w, r, http.StatusBadGateway, "validate", v)
 		return
 	}

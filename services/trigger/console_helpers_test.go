@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
 // consoleDay is one seeded day and what the console must show for it.
 type consoleDay struct {
 	project, ingestion, date string
-	status                   string // the store status to reach
+	status                   vocab.Status // the store status to reach
 	mapped                   int64
 	rejected                 map[string]int64
 	wantClass                string
@@ -21,11 +22,11 @@ type consoleDay struct {
 // consoleSeed is the days the console tests seed: alpha's ev_daily has a
 // loaded, an empty, a failed and a running day; beta has one loaded day.
 var consoleSeed = []consoleDay{
-	{"alpha", "ev_daily", "2024-03-05", store.StatusSuccessful, 8, map[string]int64{"missing_event_name": 2, "bad_timestamp": 1}, "loaded"},
-	{"alpha", "ev_daily", "2024-03-06", store.StatusLoadedEmpty, 0, nil, "loaded-empty"},
-	{"alpha", "ev_daily", "2024-03-07", store.StatusFailed, 0, nil, "failed"},
-	{"alpha", "ev_daily", "2024-03-08", store.StatusScheduled, 0, nil, "running"},
-	{"beta", "beta_ev_api", "2024-03-05", store.StatusSuccessful, 4, nil, "loaded"},
+	{"alpha", "ev_daily", "2024-03-05", vocab.StatusSuccessful, 8, map[string]int64{"missing_event_name": 2, "bad_timestamp": 1}, "loaded"},
+	{"alpha", "ev_daily", "2024-03-06", vocab.StatusLoadedEmpty, 0, nil, "loaded-empty"},
+	{"alpha", "ev_daily", "2024-03-07", vocab.StatusFailed, 0, nil, "failed"},
+	{"alpha", "ev_daily", "2024-03-08", vocab.StatusScheduled, 0, nil, "running"},
+	{"beta", "beta_ev_api", "2024-03-05", vocab.StatusSuccessful, 4, nil, "loaded"},
 }
 
 // warehouseNow is the watcher's latest count seeded for alpha's loaded day.
@@ -38,22 +39,22 @@ func seedConsole(tb testing.TB, st store.Store) {
 	for i, d := range consoleSeed {
 		runID := fmt.Sprintf("run-%s-%s", d.ingestion, d.date)
 		u := store.RunUpdate{RunID: runID, Project: d.project, Ingestion: d.ingestion, Type: "events", Date: d.date,
-			Trigger: schemas.TriggerScheduled, Fence: int64(i + 1), Status: store.StatusScheduled, At: testNow}
+			Trigger: vocab.TriggerScheduled, Fence: int64(i + 1), Status: vocab.StatusScheduled, At: testNow}
 		if err := st.UpdateRun(ctx, u); err != nil {
 			tb.Fatalf("seed run %s: %v", runID, err)
 		}
 		switch d.status {
-		case store.StatusScheduled:
+		case vocab.StatusScheduled:
 			continue
-		case store.StatusFailed:
-			u.Status, u.ErrorCategory, u.ErrorMessage = store.StatusFailed, "QUERY_ERROR", "relation events does not exist"
+		case vocab.StatusFailed:
+			u.Status, u.ErrorCategory, u.ErrorMessage = vocab.StatusFailed, vocab.CategoryQuery, "relation events does not exist"
 			if err := st.UpdateRun(ctx, u); err != nil {
 				tb.Fatalf("seed failed run %s: %v", runID, err)
 			}
 			continue
 		}
 		b := &schemas.MappedBatch{RunID: runID, ExtractID: "x-" + runID, Project: d.project, Ingestion: d.ingestion, Date: d.date,
-			Trigger: u.Trigger, Fence: u.Fence, Kind: schemas.KindRows, Type: "events", Seq: 0}
+			Trigger: string(u.Trigger), Fence: u.Fence, Kind: schemas.KindRows, Type: "events", Seq: 0}
 		for p := range d.mapped {
 			b.Events = append(b.Events, schemas.Event{Position: p, EventName: "purchase", TimeMs: testNow.UnixMilli(),
 				UnitIDs: []schemas.UnitID{{IDType: "userID", Value: fmt.Sprint("u", p)}}, MetadataJSON: "{}"})

@@ -15,7 +15,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apikey"
 	"github.com/sluicehq/sluice/pkg/dispatch"
 	"github.com/sluicehq/sluice/pkg/mapping"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // browser is a minimal cookie-keeping client over the handler.
@@ -266,12 +266,12 @@ func TestConsoleActions(t *testing.T) {
 		{"backfill a range", "/console/backfill",
 			url.Values{"csrf": {csrf}, "source": {"ev_daily"}, "start": {"2024-03-01"}, "end": {"2024-03-03"}}, http.StatusOK,
 			[]dispatch.Request{
-				{Project: "alpha", Ingestion: "ev_daily", Date: "2024-03-01", Trigger: schemas.TriggerBackfill, Reason: "backfill"},
-				{Project: "alpha", Ingestion: "ev_daily", Date: "2024-03-02", Trigger: schemas.TriggerBackfill, Reason: "backfill"},
-				{Project: "alpha", Ingestion: "ev_daily", Date: "2024-03-03", Trigger: schemas.TriggerBackfill, Reason: "backfill"},
+				{Project: "alpha", Ingestion: "ev_daily", Date: "2024-03-01", Trigger: vocab.TriggerBackfill, Reason: "backfill"},
+				{Project: "alpha", Ingestion: "ev_daily", Date: "2024-03-02", Trigger: vocab.TriggerBackfill, Reason: "backfill"},
+				{Project: "alpha", Ingestion: "ev_daily", Date: "2024-03-03", Trigger: vocab.TriggerBackfill, Reason: "backfill"},
 			}, "Backfill of ev_daily from 2024-03-01 to 2024-03-03 started"},
 		{"reload a day", "/console/ingestions/mt_api/days/2024-03-05/reload", url.Values{"csrf": {csrf}}, http.StatusOK,
-			[]dispatch.Request{{Project: "alpha", Ingestion: "mt_api", Date: "2024-03-05", Trigger: schemas.TriggerReload, Reason: "console reload"}},
+			[]dispatch.Request{{Project: "alpha", Ingestion: "mt_api", Date: "2024-03-05", Trigger: vocab.TriggerReload, Reason: "console reload"}},
 			"Reload of mt_api on 2024-03-05 started"},
 		{"a backfill ending after today is refused as the API refuses it", "/console/backfill",
 			url.Values{"csrf": {csrf}, "source": {"ev_daily"}, "start": {"2024-03-09"}, "end": {"2024-03-12"}}, http.StatusBadRequest, nil, "datestamp_end"},

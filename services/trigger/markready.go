@@ -8,7 +8,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/dispatch"
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // startedRun is one run a call started.
@@ -77,7 +77,7 @@ func (s *Service) markDataReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	runs, err := s.start(r.Context(), project, ingestions, req.Dates, schemas.TriggerAPI, "mark_data_ready_dwh")
+	runs, err := s.start(r.Context(), project, ingestions, req.Dates, vocab.TriggerAPI, "mark_data_ready_dwh")
 	if err != nil {
 		if len(runs) == 0 {
 			// Nothing started: give the window back so the caller may retry.
@@ -141,7 +141,7 @@ func (s *Service) ingestion(project, name string) *config.Ingestion {
 
 // start dispatches one run per (ingestion, date). Once begun, the fan-out
 // is not cut short by the client hanging up, only by DispatchTimeout.
-func (s *Service) start(ctx context.Context, project string, ingestions, dates []string, trigger, reason string) ([]startedRun, error) {
+func (s *Service) start(ctx context.Context, project string, ingestions, dates []string, trigger vocab.Trigger, reason string) ([]startedRun, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DispatchTimeout)
 	defer cancel()
 	runs := make([]startedRun, 0, len(ingestions)*len(dates))
@@ -202,7 +202,7 @@ func (s *Service) backfill(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	runs, err := s.start(r.Context(), project, ingestions, req.Dates, schemas.TriggerBackfill, "backfill")
+	runs, err := s.start(r.Context(), project, ingestions, req.Dates, vocab.TriggerBackfill, "backfill")
 	if err != nil {
 		s.internalError(w, r, http.StatusServiceUnavailable, fmt.Sprintf("start backfill runs (%d of %d started)", len(runs), len(ingestions)*len(req.Dates)), err)
 		return

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/schemas"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 type markResult struct {
@@ -115,8 +115,8 @@ func TestMarkDataReady(t *testing.T) {
 				t.Fatalf("dispatched %d, want %d", len(calls), len(tt.wantRuns))
 			}
 			for _, c := range calls {
-				if c.Trigger != schemas.TriggerAPI || c.Project == "" {
-					t.Fatalf("dispatch %+v: want trigger %q and the key's project", c, schemas.TriggerAPI)
+				if c.Trigger != vocab.TriggerAPI || c.Project == "" {
+					t.Fatalf("dispatch %+v: want trigger %q and the key's project", c, vocab.TriggerAPI)
 				}
 				if (c.Project == "beta") != strings.HasPrefix(c.Ingestion, "beta") {
 					t.Fatalf("dispatch %+v crosses projects", c)
@@ -289,7 +289,7 @@ func TestBackfill(t *testing.T) {
 				t.Fatalf("runID %q runIDs %v: want the first of %d", res.Data.RunID, res.Data.RunIDs, len(tt.wantRuns))
 			}
 			for _, c := range f.dispatch.Calls() {
-				if c.Trigger != schemas.TriggerBackfill || c.Project != "alpha" {
+				if c.Trigger != vocab.TriggerBackfill || c.Project != "alpha" {
 					t.Fatalf("dispatch %+v: want a backfill of alpha", c)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // seedRuns records one scheduled run per (project, ingestion, date).
@@ -18,7 +19,7 @@ func seedRuns(tb testing.TB, st store.Store, runs []store.RunUpdate) {
 	tb.Helper()
 	for _, u := range runs {
 		if u.Status == "" {
-			u.Status = store.StatusScheduled
+			u.Status = vocab.StatusScheduled
 		}
 		if u.At.IsZero() {
 			u.At = testNow
@@ -33,9 +34,9 @@ func TestReadRoutesStayInTheirProject(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	seedRuns(t, f.store, []store.RunUpdate{
-		{RunID: "a-1", Project: "alpha", Ingestion: "ev_api", Type: "events", Date: "2024-03-08", Trigger: "api"},
-		{RunID: "a-2", Project: "alpha", Ingestion: "ev_daily", Type: "events", Date: "2024-03-09", Trigger: "scheduled"},
-		{RunID: "b-1", Project: "beta", Ingestion: "beta_ev_api", Type: "events", Date: "2024-03-08", Trigger: "api"},
+		{RunID: "a-1", Project: "alpha", Ingestion: "ev_api", Type: "events", Date: "2024-03-08", Trigger: vocab.TriggerAPI},
+		{RunID: "a-2", Project: "alpha", Ingestion: "ev_daily", Type: "events", Date: "2024-03-09", Trigger: vocab.TriggerScheduled},
+		{RunID: "b-1", Project: "beta", Ingestion: "beta_ev_api", Type: "events", Date: "2024-03-08", Trigger: vocab.TriggerAPI},
 	})
 
 	type runsBody struct {
@@ -119,7 +120,7 @@ func TestReadRoutesStayInTheirProject(t *testing.T) {
 				got := decodeJSON[struct {
 					Data store.Run `json:"data"`
 				}](t, w).Data
-				if got.RunID != tt.id || got.Project != "alpha" || got.Ingestion != "ev_api" || got.Trigger != "api" {
+				if got.RunID != tt.id || got.Project != "alpha" || got.Ingestion != "ev_api" || got.Trigger != vocab.TriggerAPI {
 					t.Fatalf("run %+v, want a-1 of alpha/ev_api", got)
 				}
 			} else if strings.Contains(w.Body.String(), "ev_api") {

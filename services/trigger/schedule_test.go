@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 )
 
 // TestStatusNamesTheDayBoundary: each status row says the schedule of its
@@ -12,8 +13,8 @@ func TestStatusNamesTheDayBoundary(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	seedRuns(t, f.store, []store.RunUpdate{
-		{RunID: "a-1", Project: "alpha", Ingestion: "ev_api", Type: "events", Date: "2024-03-08", Trigger: "api"},
-		{RunID: "a-2", Project: "alpha", Ingestion: "ev_daily", Type: "events", Date: "2024-03-09", Trigger: "scheduled"},
+		{RunID: "a-1", Project: "alpha", Ingestion: "ev_api", Type: "events", Date: "2024-03-08", Trigger: vocab.TriggerAPI},
+		{RunID: "a-2", Project: "alpha", Ingestion: "ev_daily", Type: "events", Date: "2024-03-09", Trigger: vocab.TriggerScheduled},
 	})
 	w := f.do(t, "GET", "/v1/ingestions/status", statsigKey(keyAlpha), "")
 	if w.Code != 200 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/mapping"
 	"github.com/sluicehq/sluice/pkg/validation"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -43,10 +44,10 @@ type validateRequest struct {
 
 // warehouseFailure is the 502 answer: the warehouse could not run the query.
 type warehouseFailure struct {
-	Error     string `json:"error"`    // "QUERY_ERROR: column foo does not exist"
-	Category  string `json:"category"` // QUERY_ERROR, CONNECTION_ERROR, ...
-	Transient bool   `json:"transient"`
-	Reason    string `json:"reason"`
+	Error     string         `json:"error"`    // "QUERY_ERROR: column foo does not exist"
+	Category  vocab.Category `json:"category"` // QUERY_ERROR, CONNECTION_ERROR, ...
+	Transient bool           `json:"transient"`
+	Reason    string         `json:"reason"`
 }
 
 // validate answers 200 with the report when the mapping can be enabled,

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/mapping"
 	duckstore "github.com/sluicehq/sluice/pkg/store/duckdb"
 	"github.com/sluicehq/sluice/pkg/validation"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -82,8 +83,8 @@ func TestValidateRoute(t *testing.T) {
 	okReport := mapping.Report{Type: "events", Day: "2024-03-09", OK: true, SampleRows: 3, Mapped: 3, Problems: []string{}}
 	badReport := mapping.Report{Type: "events", Day: "2024-03-09", OK: false, SampleRows: 3, Rejected: 3,
 		Problems: []string{`event_name: column "name" is not in the query result`}}
-	queryErr := &validation.WarehouseError{Category: warehouse.CategoryQuery, Op: "sample 2024-03-09",
-		Err: &warehouse.Error{Category: warehouse.CategoryQuery, Err: errors.New("column foo does not exist")}}
+	queryErr := &validation.WarehouseError{Category: vocab.CategoryQuery, Op: "sample 2024-03-09",
+		Err: &warehouse.Error{Category: vocab.CategoryQuery, Err: errors.New("column foo does not exist")}}
 	tests := []struct {
 		name       string
 		key        string

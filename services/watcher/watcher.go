@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafka"
 	"github.com/sluicehq/sluice/pkg/state"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -145,7 +146,7 @@ func (s *Service) Check(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.cfg.Parallel)
 	for _, d := range days {
-		if d.Status != store.StatusSuccessful && d.Status != store.StatusLoadedEmpty {
+		if d.Status != vocab.StatusSuccessful && d.Status != vocab.StatusLoadedEmpty {
 			continue
 		}
 		if d.WarehouseAt != nil && d.LastLoadedAt != nil && d.WarehouseAt.After(*d.LastLoadedAt) && now.Sub(*d.WarehouseAt) < s.cfg.Interval {

@@ -126,7 +126,7 @@ func (t swapTx) RecordUsage(ctx context.Context, u store.Usage) error {
 	if _, err := t.c.ExecContext(ctx, `INSERT INTO usage
 		SELECT ?, ?, ?, CAST(? AS DATE), ?, ?, ?, ?
 		WHERE NOT EXISTS (SELECT 1 FROM usage WHERE project = ? AND run_id = ?)`,
-		u.XID, u.Project, u.Ingestion, u.Date, u.Trigger, u.RunID, u.Rows, u.At, u.Project, u.RunID); err != nil {
+		u.XID, u.Project, u.Ingestion, u.Date, string(u.Trigger), u.RunID, u.Rows, u.At, u.Project, u.RunID); err != nil {
 		return fmt.Errorf("record usage: %w", err)
 	}
 	return nil
@@ -170,7 +170,7 @@ func (t swapTx) LockDay(ctx context.Context, project, ingestion, date string) (s
 // SaveDay writes the day, inserting it when it is new.
 func (t swapTx) SaveDay(ctx context.Context, l store.LockedDay) error {
 	d := l.Day
-	args := []any{d.Type, d.Status, d.Message, d.ErrorCategory, d.ErrorMessage, d.VisibleRunID, l.Visible,
+	args := []any{d.Type, string(d.Status), d.Message, string(d.ErrorCategory), d.ErrorMessage, d.VisibleRunID, l.Visible,
 		d.Fence, d.Extracted, d.RowsLoaded, store.EncodeRejected(d.Rejected), d.FirstLoadedAt, d.LastLoadedAt,
 		d.WarehouseCount, d.WarehouseAt, d.Fingerprint, d.WarehouseFinger, d.Project, d.Ingestion, d.Date}
 	var err error
@@ -227,8 +227,8 @@ func (t swapTx) SaveRun(ctx context.Context, r store.Run, exists bool) error {
 	if err != nil {
 		return err
 	}
-	args := []any{r.Ingestion, r.Type, r.Date, r.Trigger, r.Fence, r.Status, r.ExtractID, r.Extracted,
-		r.Mapped, rejected, r.ErrorCategory, r.ErrorMessage, r.Message, history,
+	args := []any{r.Ingestion, r.Type, r.Date, string(r.Trigger), r.Fence, string(r.Status), r.ExtractID, r.Extracted,
+		r.Mapped, rejected, string(r.ErrorCategory), r.ErrorMessage, r.Message, history,
 		r.CreatedAt, r.UpdatedAt, r.NotificationDue, r.DeadLettersDue, r.Project, r.RunID}
 	if exists {
 		_, err = t.c.ExecContext(ctx, `UPDATE runs SET ingestion = ?, type = ?, ds = ?, trigger = ?, fence = ?,

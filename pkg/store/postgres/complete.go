@@ -109,7 +109,7 @@ func (t swapTx) DropRejects(ctx context.Context, xids []int64) error {
 func (t swapTx) RecordUsage(ctx context.Context, u store.Usage) error {
 	if _, err := t.tx.Exec(ctx, t.s.q(`INSERT INTO {s}.usage (xid, project, ingestion, ds, trigger, run_id, rows_loaded, loaded_at)
 		VALUES ($1, $2, $3, $4::date, $5, $6, $7, $8) ON CONFLICT (project, run_id) DO NOTHING`),
-		u.XID, u.Project, u.Ingestion, u.Date, u.Trigger, u.RunID, u.Rows, u.At); err != nil {
+		u.XID, u.Project, u.Ingestion, u.Date, string(u.Trigger), u.RunID, u.Rows, u.At); err != nil {
 		return fmt.Errorf("record usage: %w", err)
 	}
 	return nil
@@ -128,7 +128,7 @@ func (t swapTx) SaveDay(ctx context.Context, l store.LockedDay) error {
 		fence = $11, extracted = $12, rows_loaded = $13, rejected = $14::jsonb, first_loaded_at = $15,
 		last_loaded_at = $16, warehouse_count = $17, warehouse_at = $18, fingerprint = $19,
 		warehouse_fingerprint = $20`),
-		d.Project, d.Ingestion, d.Date, d.Type, d.Status, d.Message, d.ErrorCategory,
+		d.Project, d.Ingestion, d.Date, d.Type, string(d.Status), d.Message, string(d.ErrorCategory),
 		d.ErrorMessage, d.VisibleRunID, l.Visible, d.Fence, d.Extracted,
 		d.RowsLoaded, store.EncodeRejected(d.Rejected), d.FirstLoadedAt, d.LastLoadedAt,
 		d.WarehouseCount, d.WarehouseAt, d.Fingerprint, d.WarehouseFinger)
@@ -187,9 +187,9 @@ func (t swapTx) SaveRun(ctx context.Context, r store.Run, _ bool) error {
 		created_at = $17, updated_at = $18, notify_state = CASE WHEN $19 THEN 'due' ELSE notify_state END,
 		dead_letters_state = CASE WHEN $20 THEN 'due' ELSE dead_letters_state END
 		WHERE project = $1 AND run_id = $2`),
-		r.Project, r.RunID, r.Ingestion, r.Type, r.Date, r.Trigger, r.Fence,
-		r.Status, r.ExtractID, r.Extracted, r.Mapped, rejected,
-		r.ErrorCategory, r.ErrorMessage, r.Message, history, r.CreatedAt, r.UpdatedAt, r.NotificationDue,
+		r.Project, r.RunID, r.Ingestion, r.Type, r.Date, string(r.Trigger), r.Fence,
+		string(r.Status), r.ExtractID, r.Extracted, r.Mapped, rejected,
+		string(r.ErrorCategory), r.ErrorMessage, r.Message, history, r.CreatedAt, r.UpdatedAt, r.NotificationDue,
 		r.DeadLettersDue)
 	if err != nil {
 		return fmt.Errorf("save run %s: %w", r.RunID, err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -86,7 +87,7 @@ func testDeadLetterOutbox(t *testing.T, s store.Store) {
 	stale := Load{ExtractID: "d-old-x", RunID: "d-old", Date: "2024-01-03", Rows: 3, Fence: 1,
 		Rejected: map[string]int64{"bad_time": 1}, At: at(4)}
 	load(t, s, stale, store.Stale)
-	update(t, s, store.RunUpdate{RunID: "d-failed", Date: "2024-01-04", Status: store.StatusFailed, ErrorCategory: "QUERY_ERROR", At: at(5)})
+	update(t, s, store.RunUpdate{RunID: "d-failed", Date: "2024-01-04", Status: vocab.StatusFailed, ErrorCategory: "QUERY_ERROR", At: at(5)})
 	// Too many rejected decides the run: its rejected rows are its dead letters.
 	tooMany := Load{ExtractID: "d-rej-x", RunID: "d-rej", Date: "2024-01-05", Rows: 1,
 		Rejected: map[string]int64{"bad_time": 4}, At: at(6)}
@@ -130,7 +131,7 @@ func testDeadLetterOutbox(t *testing.T, s store.Store) {
 	if got := dueDeadLetters(t, s, time.Time{}); len(got) != 0 {
 		t.Fatalf("published runs are due again: %v", got)
 	}
-	if r := run(t, s, "p1", "d-ok"); r.Status != store.StatusSuccessful || r.Rejected["bad_time"] != 3 || terminals(r) != 1 {
+	if r := run(t, s, "p1", "d-ok"); r.Status != vocab.StatusSuccessful || r.Rejected["bad_time"] != 3 || terminals(r) != 1 {
 		t.Fatalf("run after publishing its dead letters = %+v", r)
 	}
 }
@@ -165,7 +166,7 @@ func testDeadLettersOfOneRunOnce(t *testing.T, s store.Store) {
 			Rejected: map[string]int64{"bad_time": 2}}
 		load(t, s, first, store.Swapped)
 		second := Load{ExtractID: "rl-2", RunID: "run-rl-2", Date: "2024-02-02", Rows: 7, Fence: 2,
-			Trigger: schemas.TriggerReload, Rejected: map[string]int64{"missing_id": 1}, At: t0.Add(time.Hour)}
+			Trigger: vocab.TriggerReload, Rejected: map[string]int64{"missing_id": 1}, At: t0.Add(time.Hour)}
 		load(t, s, second, store.Swapped)
 		checkRejects(t, s, first)
 		checkRejects(t, s, second)

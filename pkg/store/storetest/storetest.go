@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/schemas"
 )
 
@@ -27,13 +28,14 @@ var t0 = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // Load describes one extraction of a day for tests and benchmarks.
 type Load struct {
-	Project, Ingestion, Date, RunID, ExtractID, Trigger string
-	Fence                                               int64
-	Rows                                                int              // mapped records
-	PerBatch                                            int              // records per batch
-	Rejected                                            map[string]int64 // rejected rows, put on batch 0
-	Metrics                                             bool
-	At                                                  time.Time
+	Project, Ingestion, Date, RunID, ExtractID string
+	Trigger                                    vocab.Trigger
+	Fence                                      int64
+	Rows                                       int              // mapped records
+	PerBatch                                   int              // records per batch
+	Rejected                                   map[string]int64 // rejected rows, put on batch 0
+	Metrics                                    bool
+	At                                         time.Time
 }
 
 func (l Load) withDefaults() Load {
@@ -50,7 +52,7 @@ func (l Load) withDefaults() Load {
 		l.RunID = "run-" + l.ExtractID
 	}
 	if l.Trigger == "" {
-		l.Trigger = schemas.TriggerScheduled
+		l.Trigger = vocab.TriggerScheduled
 	}
 	if l.PerBatch == 0 {
 		l.PerBatch = 7
@@ -76,7 +78,7 @@ func (l Load) Batches() []*schemas.MappedBatch {
 		n := min(l.PerBatch, l.Rows-first)
 		b := &schemas.MappedBatch{
 			RunID: l.RunID, ExtractID: l.ExtractID, Project: l.Project, Ingestion: l.Ingestion,
-			Date: l.Date, Trigger: l.Trigger, Fence: l.Fence, Kind: schemas.KindRows, Type: typ,
+			Date: l.Date, Trigger: string(l.Trigger), Fence: l.Fence, Kind: schemas.KindRows, Type: typ,
 			Seq: seq, RowCount: int64(n),
 		}
 		if seq == 0 {
@@ -286,8 +288,8 @@ func run(t testing.TB, s store.Store, project, runID string) store.Run {
 	return r
 }
 
-func statuses(r store.Run) []string {
-	var out []string
+func statuses(r store.Run) []vocab.Status {
+	var out []vocab.Status
 	for _, h := range r.History {
 		out = append(out, h.Status)
 	}
@@ -303,7 +305,7 @@ func testStagingRedelivery(t *testing.T, s store.Store) {
 	complete(t, s, l.End(), store.Swapped)
 	checkVisible(t, s, l)
 	d := day(t, s, "p1", "events_daily", "2024-02-28")
-	if d.Status != store.StatusSuccessful || d.RowsLoaded != 20 || d.Extracted != 22 || d.Rejected["bad_time"] != 2 {
+	if d.Status != vocab.StatusSuccessful || d.RowsLoaded != 20 || d.Extracted != 22 || d.Rejected["bad_time"] != 2 {
 		t.Fatalf("day = %+v, want successful with 20 loaded of 22, 2 bad_time", d)
 	}
 	r := run(t, s, "p1", l.withDefaults().RunID)
@@ -339,7 +341,7 @@ func testAlreadyDone(t *testing.T, s store.Store) {
 	complete(t, s, l.End(), store.AlreadyDone)
 	checkVisible(t, s, l)
 	r := run(t, s, "p1", "run-x1")
-	if got := statuses(r); !reflect.DeepEqual(got, []string{store.StatusSuccessful}) {
+	if got := statuses(r); !reflect.DeepEqual(got, []vocab.Status{vocab.StatusSuccessful}) {
 		t.Fatalf("history after redelivered end = %v", got)
 	}
 	usage, err := s.Usage(context.Background(), "p1", "", "")
@@ -351,7 +353,7 @@ func testAlreadyDone(t *testing.T, s store.Store) {
 func testReload(t *testing.T, s store.Store) {
 	first := Load{ExtractID: "x1", Rows: 40, Fence: 1}
 	load(t, s, first, store.Swapped)
-	second := Load{ExtractID: "x2", Rows: 55, Fence: 2, Trigger: schemas.TriggerReload, At: t0.Add(time.Hour)}
+	second := Load{ExtractID: "x2", Rows: 55, Fence: 2, Trigger: vocab.TriggerReload, At: t0.Add(time.Hour)}
 	load(t, s, second, store.Swapped)
 	checkVisible(t, s, second)
 	d := day(t, s, "p1", "events_daily", "2024-02-28")
@@ -364,8 +366,8 @@ func testReload(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	want := []store.UsageRow{
-		{Project: "p1", Date: "2024-02-28", Ingestion: "events_daily", Trigger: schemas.TriggerReload, RowsLoaded: 55},
-		{Project: "p1", Date: "2024-02-28", Ingestion: "events_daily", Trigger: schemas.TriggerScheduled, RowsLoaded: 40},
+		{Project: "p1", Date: "2024-02-28", Ingestion: "events_daily", Trigger: vocab.TriggerReload, RowsLoaded: 55},
+		{Project: "p1", Date: "2024-02-28", Ingestion: "events_daily", Trigger: vocab.TriggerScheduled, RowsLoaded: 40},
 	}
 	if !reflect.DeepEqual(usage, want) {
 		t.Fatalf("usage = %+v, want %+v", usage, want)
@@ -381,7 +383,7 @@ func testStale(t *testing.T, s store.Store) {
 	older := Load{ExtractID: "x3", Rows: 12, Fence: 3}
 	load(t, s, older, store.Stale)
 	checkVisible(t, s, newer)
-	if r := run(t, s, "p1", "run-x3"); r.Status != store.StatusSuperseded {
+	if r := run(t, s, "p1", "run-x3"); r.Status != vocab.StatusSuperseded {
 		t.Fatalf("stale run status = %s", r.Status)
 	}
 	// Its batches redelivered later stay out, and its END stays refused.
@@ -414,12 +416,12 @@ func testTooManyRejected(t *testing.T, s store.Store) {
 		l := Load{ExtractID: "x1", Rows: 4, Rejected: map[string]int64{"bad_time": 4, "missing_id": 2}}
 		load(t, s, l, store.TooManyRejected)
 		r := run(t, s, "p1", "run-x1")
-		if r.Status != store.StatusFailed || r.ErrorCategory != store.CategoryTooManyRejected ||
+		if r.Status != vocab.StatusFailed || r.ErrorCategory != vocab.CategoryTooManyRejected ||
 			!strings.Contains(r.ErrorMessage, "60.0%") || !strings.Contains(r.ErrorMessage, "bad_time 4") {
 			t.Fatalf("run = %+v", r)
 		}
 		d := day(t, s, "p1", "events_daily", "2024-02-28")
-		if d.Status != store.StatusFailed || d.ErrorCategory != store.CategoryTooManyRejected {
+		if d.Status != vocab.StatusFailed || d.ErrorCategory != vocab.CategoryTooManyRejected {
 			t.Fatalf("day = %+v", d)
 		}
 		if got, _ := s.VisibleEvents(context.Background(), "p1", "events_daily", "2024-02-28"); len(got) != 0 {
@@ -433,7 +435,7 @@ func testTooManyRejected(t *testing.T, s store.Store) {
 		load(t, s, bad, store.TooManyRejected)
 		checkVisible(t, s, good)
 		d := day(t, s, "p1", "events_daily", "2024-02-27")
-		if d.Status != store.StatusSuccessful || d.RowsLoaded != 9 || d.ErrorCategory != store.CategoryTooManyRejected {
+		if d.Status != vocab.StatusSuccessful || d.RowsLoaded != 9 || d.ErrorCategory != vocab.CategoryTooManyRejected {
 			t.Fatalf("day = %+v", d)
 		}
 	})
@@ -449,10 +451,10 @@ func testEmptyDay(t *testing.T, s store.Store) {
 	complete(t, s, empty.End(), store.Swapped)
 	checkVisible(t, s, empty)
 	d := day(t, s, "p1", "events_daily", "2024-02-28")
-	if d.Status != store.StatusLoadedEmpty || d.RowsLoaded != 0 || d.VisibleRunID != "run-x2" {
+	if d.Status != vocab.StatusLoadedEmpty || d.RowsLoaded != 0 || d.VisibleRunID != "run-x2" {
 		t.Fatalf("day = %+v", d)
 	}
-	if r := run(t, s, "p1", "run-x2"); r.Status != store.StatusLoadedEmpty {
+	if r := run(t, s, "p1", "run-x2"); r.Status != vocab.StatusLoadedEmpty {
 		t.Fatalf("run status = %s", r.Status)
 	}
 }
@@ -478,45 +480,54 @@ func update(t testing.TB, s store.Store, u store.RunUpdate) {
 
 func testUpdateRun(t *testing.T, s store.Store) {
 	steps := []struct {
-		status string
-		want   string // run status after the step
+		status  vocab.Status
+		want    vocab.Status // run status after the step
+		changed bool         // what UpdateRunChanged says
 	}{
-		{store.StatusScheduled, store.StatusScheduled},
-		{store.StatusStarted, store.StatusStarted},
-		{store.StatusScheduled, store.StatusStarted}, // a redelivery: ignored
-		{store.StatusDownloaded, store.StatusDownloaded},
-		{store.StatusStarted, store.StatusDownloaded},
-		{store.StatusFailed, store.StatusFailed},
-		{store.StatusStarted, store.StatusFailed}, // nothing follows FAILED
-		{store.StatusSuccessful, store.StatusFailed},
+		{vocab.StatusScheduled, vocab.StatusScheduled, true},
+		{vocab.StatusStarted, vocab.StatusStarted, true},
+		{vocab.StatusScheduled, vocab.StatusStarted, false}, // a redelivery: ignored
+		{vocab.StatusDownloaded, vocab.StatusDownloaded, true},
+		{vocab.StatusStarted, vocab.StatusDownloaded, false},
+		{vocab.StatusFailed, vocab.StatusFailed, true},
+		{vocab.StatusFailed, vocab.StatusFailed, false},     // a redelivered FAILED decides nothing
+		{vocab.StatusStarted, vocab.StatusFailed, false},    // nothing follows FAILED
+		{vocab.StatusSuccessful, vocab.StatusFailed, false}, // not even another terminal status
 	}
 	for i, st := range steps {
-		u := store.RunUpdate{RunID: "r1", Trigger: schemas.TriggerAPI, Status: st.status, At: t0.Add(time.Duration(i) * time.Minute)}
-		if st.status == store.StatusFailed {
-			u.ErrorCategory, u.ErrorMessage = "QUERY_ERROR", "relation does not exist"
+		u := store.RunUpdate{RunID: "r1", Project: "p1", Ingestion: "events_daily", Type: "events", Date: "2024-02-28",
+			Trigger: vocab.TriggerAPI, Status: st.status, At: t0.Add(time.Duration(i) * time.Minute)}
+		if st.status == vocab.StatusFailed {
+			u.ErrorCategory, u.ErrorMessage = vocab.CategoryQuery, "relation does not exist"
 		}
-		update(t, s, u)
+		changed, err := s.UpdateRunChanged(context.Background(), u)
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", i, st.status, err)
+		}
+		if changed != st.changed {
+			t.Errorf("step %d (%s): changed %v, want %v", i, st.status, changed, st.changed)
+		}
 		if got := run(t, s, "p1", "r1").Status; got != st.want {
 			t.Fatalf("step %d (%s): status %s, want %s", i, st.status, got, st.want)
 		}
 	}
 	r := run(t, s, "p1", "r1")
-	wantHistory := []string{store.StatusScheduled, store.StatusStarted, store.StatusDownloaded, store.StatusFailed}
+	wantHistory := []vocab.Status{vocab.StatusScheduled, vocab.StatusStarted, vocab.StatusDownloaded, vocab.StatusFailed}
 	if got := statuses(r); !reflect.DeepEqual(got, wantHistory) {
 		t.Fatalf("history = %v, want %v", got, wantHistory)
 	}
-	if !r.History[2].At.Equal(t0.Add(3*time.Minute)) || !r.CreatedAt.Equal(t0) || r.Trigger != schemas.TriggerAPI {
+	if !r.History[2].At.Equal(t0.Add(3*time.Minute)) || !r.CreatedAt.Equal(t0) || r.Trigger != vocab.TriggerAPI {
 		t.Fatalf("run = %+v", r)
 	}
 	d := day(t, s, "p1", "events_daily", "2024-02-28")
-	if d.Status != store.StatusFailed || d.ErrorCategory != "QUERY_ERROR" || d.ErrorMessage != "relation does not exist" {
+	if d.Status != vocab.StatusFailed || d.ErrorCategory != vocab.CategoryQuery || d.ErrorMessage != "relation does not exist" {
 		t.Fatalf("day of a failed first run = %+v", d)
 	}
 	if err := s.UpdateRun(context.Background(), store.RunUpdate{RunID: "r2", Project: "p1", Status: "BOGUS"}); !errors.Is(err, store.ErrUnknownStatus) {
 		t.Fatalf("unknown status: err = %v", err)
 	}
-	update(t, s, store.RunUpdate{RunID: "r3", Date: "2024-02-20", Status: store.StatusNoDataYet, Message: "no rows by 12:00"})
-	if d := day(t, s, "p1", "events_daily", "2024-02-20"); d.Status != store.StatusNoDataYet || d.Message != "no rows by 12:00" {
+	update(t, s, store.RunUpdate{RunID: "r3", Date: "2024-02-20", Status: vocab.StatusNoDataYet, Message: "no rows by 12:00"})
+	if d := day(t, s, "p1", "events_daily", "2024-02-20"); d.Status != vocab.StatusNoDataYet || d.Message != "no rows by 12:00" {
 		t.Fatalf("no-data day = %+v", d)
 	}
 }
@@ -524,14 +535,14 @@ func testUpdateRun(t *testing.T, s store.Store) {
 func testFailedReload(t *testing.T, s store.Store) {
 	good := Load{ExtractID: "x1", Rows: 6, Fence: 1}
 	load(t, s, good, store.Swapped)
-	update(t, s, store.RunUpdate{RunID: "r2", Fence: 2, Status: store.StatusStarted})
-	if d := day(t, s, "p1", "events_daily", "2024-02-28"); d.Status != store.StatusSuccessful {
+	update(t, s, store.RunUpdate{RunID: "r2", Fence: 2, Status: vocab.StatusStarted})
+	if d := day(t, s, "p1", "events_daily", "2024-02-28"); d.Status != vocab.StatusSuccessful {
 		t.Fatalf("a started reload changed the loaded day's status to %s", d.Status)
 	}
-	update(t, s, store.RunUpdate{RunID: "r2", Fence: 2, Status: store.StatusFailed, ErrorCategory: "CONNECTION_ERROR", ErrorMessage: "timeout"})
+	update(t, s, store.RunUpdate{RunID: "r2", Fence: 2, Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryConnection, ErrorMessage: "timeout"})
 	checkVisible(t, s, good)
 	d := day(t, s, "p1", "events_daily", "2024-02-28")
-	if d.Status != store.StatusSuccessful || d.RowsLoaded != 6 || d.ErrorCategory != "CONNECTION_ERROR" || d.ErrorMessage != "timeout" {
+	if d.Status != vocab.StatusSuccessful || d.RowsLoaded != 6 || d.ErrorCategory != vocab.CategoryConnection || d.ErrorMessage != "timeout" {
 		t.Fatalf("day after a failed reload = %+v", d)
 	}
 	// A later successful load clears the error.
@@ -550,7 +561,7 @@ func testFilters(t *testing.T, s store.Store) {
 		{Project: "pb", Ingestion: "ev", Date: "2024-02-01", ExtractID: "b1", Rows: 6, At: t0.Add(72 * time.Hour)},
 	} {
 		update(t, s, store.RunUpdate{RunID: l.withDefaults().RunID, Project: l.Project, Ingestion: l.Ingestion,
-			Date: l.Date, Status: store.StatusScheduled, At: t0.Add(time.Duration(i) * time.Minute)})
+			Date: l.Date, Status: vocab.StatusScheduled, At: t0.Add(time.Duration(i) * time.Minute)})
 		load(t, s, l, store.Swapped)
 	}
 	dayKeys := func(f store.DayFilter) []string {
@@ -750,7 +761,7 @@ func testCrash(t *testing.T, newStore NewStore) {
 	s1 := newStore(t)
 	l := Load{ExtractID: "x1", Rows: 40, PerBatch: 10}
 	bs := l.Batches()
-	update(t, s1, store.RunUpdate{RunID: "run-x1", Status: store.StatusStarted, At: t0})
+	update(t, s1, store.RunUpdate{RunID: "run-x1", Status: vocab.StatusStarted, At: t0})
 	stage(t, s1, bs[:3]...)
 	complete(t, s1, l.End(), store.Incomplete)
 	// A cancelled StageBatches writes nothing.
@@ -771,7 +782,7 @@ func testCrash(t *testing.T, newStore NewStore) {
 	stage(t, s2, bs...)
 	complete(t, s2, l.End(), store.AlreadyDone)
 	checkVisible(t, s2, l)
-	if got := statuses(run(t, s2, "p1", "run-x1")); !reflect.DeepEqual(got, []string{store.StatusStarted, store.StatusSuccessful}) {
+	if got := statuses(run(t, s2, "p1", "run-x1")); !reflect.DeepEqual(got, []vocab.Status{vocab.StatusStarted, vocab.StatusSuccessful}) {
 		t.Fatalf("history = %v", got)
 	}
 	if err := s2.Close(); err != nil {
@@ -822,7 +833,7 @@ func unchanged(t testing.TB, what string, before, after snapshot) {
 func terminals(r store.Run) int {
 	n := 0
 	for _, h := range r.History {
-		if store.IsTerminal(h.Status) {
+		if h.Status.Terminal() {
 			n++
 		}
 	}
@@ -854,7 +865,7 @@ func testTwoExtractionsOfOneRun(t *testing.T, s store.Store) {
 			if tc.firstComplete == "a" {
 				loser = loads["b"]
 			}
-			update(t, s, store.RunUpdate{RunID: runID, Date: date, Status: store.StatusStarted, At: t0})
+			update(t, s, store.RunUpdate{RunID: runID, Date: date, Status: vocab.StatusStarted, At: t0})
 			if tc.lateLoser {
 				load(t, s, winner, store.Swapped)
 				stage(t, s, loser.Batches()...)
@@ -880,7 +891,7 @@ func testTwoExtractionsOfOneRun(t *testing.T, s store.Store) {
 			checkVisible(t, s, winner)
 
 			r := run(t, s, "p1", runID)
-			if got := statuses(r); !reflect.DeepEqual(got, []string{store.StatusStarted, store.StatusSuccessful}) {
+			if got := statuses(r); !reflect.DeepEqual(got, []vocab.Status{vocab.StatusStarted, vocab.StatusSuccessful}) {
 				t.Fatalf("history = %v, want started then one success", got)
 			}
 			if r.ExtractID != winner.ExtractID || r.Mapped != int64(winner.Rows) {
@@ -909,8 +920,8 @@ func testEndedRunIgnoresExtractions(t *testing.T, s store.Store) {
 		complete(t, s, bad.End(), store.AlreadyDone)
 		unchanged(t, "an extraction of a run that failed on rejects", before, snap(t, s, "p1", "run-tm", "events_daily", "2024-01-10"))
 		r := run(t, s, "p1", "run-tm")
-		if r.Status != store.StatusFailed || r.ErrorCategory != store.CategoryTooManyRejected || terminals(r) != 1 {
-			t.Fatalf("run = %+v, want FAILED %s with one terminal status", r, store.CategoryTooManyRejected)
+		if r.Status != vocab.StatusFailed || r.ErrorCategory != vocab.CategoryTooManyRejected || terminals(r) != 1 {
+			t.Fatalf("run = %+v, want FAILED %s with one terminal status", r, vocab.CategoryTooManyRejected)
 		}
 		if len(before.Usage) != 0 || len(before.Events) != 0 {
 			t.Fatalf("a failed run counted usage %+v or shows %d rows", before.Usage, len(before.Events))
@@ -924,7 +935,7 @@ func testEndedRunIgnoresExtractions(t *testing.T, s store.Store) {
 		load(t, s, Load{ExtractID: "st-old-2", RunID: "run-st-old", Date: "2024-01-11", Rows: 6, Fence: 4}, store.AlreadyDone)
 		complete(t, s, old.End(), store.AlreadyDone)
 		unchanged(t, "an extraction of a superseded run", before, snap(t, s, "p1", "run-st-old", "events_daily", "2024-01-11"))
-		if r := run(t, s, "p1", "run-st-old"); r.Status != store.StatusSuperseded || terminals(r) != 1 {
+		if r := run(t, s, "p1", "run-st-old"); r.Status != vocab.StatusSuperseded || terminals(r) != 1 {
 			t.Fatalf("run = %+v, want SUPERSEDED once", r)
 		}
 		if before.Day.VisibleRunID != "run-st-new" || len(before.Usage) != 1 || before.Usage[0].RowsLoaded != 5 {
@@ -932,8 +943,8 @@ func testEndedRunIgnoresExtractions(t *testing.T, s store.Store) {
 		}
 	})
 	t.Run("failed by an update, then an extraction", func(t *testing.T) {
-		update(t, s, store.RunUpdate{RunID: "run-fu", Date: "2024-01-12", Status: store.StatusFailed,
-			ErrorCategory: "QUERY_ERROR", ErrorMessage: "timeout"})
+		update(t, s, store.RunUpdate{RunID: "run-fu", Date: "2024-01-12", Status: vocab.StatusFailed,
+			ErrorCategory: vocab.CategoryQuery, ErrorMessage: "timeout"})
 		before := snap(t, s, "p1", "run-fu", "events_daily", "2024-01-12")
 		load(t, s, Load{ExtractID: "fu-1", RunID: "run-fu", Date: "2024-01-12", Rows: 3}, store.AlreadyDone)
 		unchanged(t, "an extraction of a failed run", before, snap(t, s, "p1", "run-fu", "events_daily", "2024-01-12"))
@@ -954,8 +965,8 @@ func CheckUpgrade(t *testing.T, s store.Store) {
 		}
 	}
 	want := []store.UsageRow{
-		{Project: "p1", Date: "2024-02-01", Ingestion: "ev", Trigger: schemas.TriggerScheduled, RowsLoaded: 50000},
-		{Project: "p1", Date: "2024-02-02", Ingestion: "ev", Trigger: schemas.TriggerScheduled, RowsLoaded: 7},
+		{Project: "p1", Date: "2024-02-01", Ingestion: "ev", Trigger: vocab.TriggerScheduled, RowsLoaded: 50000},
+		{Project: "p1", Date: "2024-02-02", Ingestion: "ev", Trigger: vocab.TriggerScheduled, RowsLoaded: 7},
 	}
 	usage, err := s.Usage(ctx, "p1", "", "")
 	if err != nil || !reflect.DeepEqual(usage, want) {
@@ -1000,7 +1011,7 @@ func claim(t testing.TB, s store.Store, owner string, at time.Time, projects ...
 	}
 	var ids []string
 	for _, r := range runs {
-		if !store.IsTerminal(r.Status) {
+		if !r.Status.Terminal() {
 			t.Fatalf("claimed run %s is %s, not terminal", r.RunID, r.Status)
 		}
 		ids = append(ids, r.RunID)
@@ -1022,9 +1033,9 @@ func markNotified(t testing.TB, s store.Store, project string, ids ...string) {
 // lease ends or is released; MarkNotified ends it.
 func testNotificationOutbox(t *testing.T, s store.Store) {
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
-	update(t, s, store.RunUpdate{RunID: "n-started", Date: "2024-01-20", Status: store.StatusStarted, At: at(0)})
+	update(t, s, store.RunUpdate{RunID: "n-started", Date: "2024-01-20", Status: vocab.StatusStarted, At: at(0)})
 	load(t, s, Load{ExtractID: "n-ok-x", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(1)}, store.Swapped)
-	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: store.StatusFailed, ErrorCategory: "QUERY_ERROR", At: at(2)})
+	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: vocab.StatusFailed, ErrorCategory: vocab.CategoryQuery, At: at(2)})
 	load(t, s, Load{ExtractID: "n-rej-x", RunID: "n-rej", Date: "2024-01-23", Rows: 1, Rejected: map[string]int64{"bad_time": 9}, At: at(3)}, store.TooManyRejected)
 	load(t, s, Load{ExtractID: "n-new-x", RunID: "n-new", Date: "2024-01-24", Rows: 2, Fence: 5, At: at(4)}, store.Swapped)
 	load(t, s, Load{ExtractID: "n-old-x", RunID: "n-old", Date: "2024-01-24", Rows: 2, Fence: 1, At: at(5)}, store.Stale)
@@ -1032,7 +1043,7 @@ func testNotificationOutbox(t *testing.T, s store.Store) {
 	// Redeliveries and a second extraction of a done run add nothing.
 	load(t, s, Load{ExtractID: "n-ok-x", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(7)}, store.AlreadyDone)
 	load(t, s, Load{ExtractID: "n-ok-y", RunID: "n-ok", Date: "2024-01-21", Rows: 3, At: at(7)}, store.AlreadyDone)
-	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: store.StatusFailed, At: at(8)})
+	update(t, s, store.RunUpdate{RunID: "n-failed", Date: "2024-01-22", Status: vocab.StatusFailed, At: at(8)})
 
 	want := []string{"n-ok", "n-failed", "n-rej", "n-new", "n-old"}
 	if got := claim(t, s, "a", at(10), "p1"); !reflect.DeepEqual(got, want) {
@@ -1058,7 +1069,7 @@ func testNotificationOutbox(t *testing.T, s store.Store) {
 	if got := claim(t, s, "c", at(100), "p1", "other"); len(got) != 0 {
 		t.Fatalf("notified runs are due again: %v", got)
 	}
-	if r := run(t, s, "p1", "n-ok"); r.Status != store.StatusSuccessful || terminals(r) != 1 {
+	if r := run(t, s, "p1", "n-ok"); r.Status != vocab.StatusSuccessful || terminals(r) != 1 {
 		t.Fatalf("run after its notification = %+v", r)
 	}
 }

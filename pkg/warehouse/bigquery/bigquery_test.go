@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
 	"github.com/sluicehq/sluice/schemas"
@@ -189,7 +190,7 @@ func TestBytesGuardAndDryRun(t *testing.T) {
 				}
 				return
 			}
-			if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryQuery || transient {
+			if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryQuery || transient {
 				t.Fatalf("Count over the guard = %v (%s, transient %v); want QUERY_ERROR", err, cat, transient)
 			}
 			if !strings.Contains(err.Error(), "maximum_bytes_billed") {
@@ -209,14 +210,14 @@ func TestErrorCategories(t *testing.T) {
 		name      string
 		fault     *bqtest.Fault
 		query     string
-		category  string
+		category  vocab.Category
 		transient bool
 	}{
-		{"bad credentials", &bqtest.Fault{Code: 401, Reason: "authError", Message: "Request had invalid authentication credentials."}, eventsQuery, warehouse.CategoryAuthentication, false},
-		{"missing grant", &bqtest.Fault{Code: 403, Reason: "accessDenied", Message: "Access Denied: User does not have bigquery.jobs.create permission"}, eventsQuery, warehouse.CategoryPermission, false},
-		{"missing table", nil, "SELECT id FROM `sluice_test.nope` WHERE day = @date", warehouse.CategoryQuery, false},
-		{"missing column", nil, "SELECT nope FROM `sluice_test.events` WHERE day = @date", warehouse.CategoryQuery, false},
-		{"syntax error", nil, "SELEC id FROM `sluice_test.events`", warehouse.CategoryQuery, false},
+		{"bad credentials", &bqtest.Fault{Code: 401, Reason: "authError", Message: "Request had invalid authentication credentials."}, eventsQuery, vocab.CategoryAuthentication, false},
+		{"missing grant", &bqtest.Fault{Code: 403, Reason: "accessDenied", Message: "Access Denied: User does not have bigquery.jobs.create permission"}, eventsQuery, vocab.CategoryPermission, false},
+		{"missing table", nil, "SELECT id FROM `sluice_test.nope` WHERE day = @date", vocab.CategoryQuery, false},
+		{"missing column", nil, "SELECT nope FROM `sluice_test.events` WHERE day = @date", vocab.CategoryQuery, false},
+		{"syntax error", nil, "SELEC id FROM `sluice_test.events`", vocab.CategoryQuery, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -245,7 +246,7 @@ func TestQueryTimeout(t *testing.T) {
 	src := openTest(t, cfg, Options{})
 	srv.InjectFault(bqtest.Fault{Hang: true})
 	_, err := src.Stream(context.Background(), eventsQuery, testDay, 10, func(*warehouse.Batch) error { return nil })
-	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryTimeout || !transient || !strings.Contains(err.Error(), "query_timeout") {
+	if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryTimeout || !transient || !strings.Contains(err.Error(), "query_timeout") {
 		t.Fatalf("Stream against a hung server = %v (%s, transient %v); want a transient QUERY_TIMEOUT naming query_timeout", err, cat, transient)
 	}
 }
@@ -258,21 +259,21 @@ func TestCategorize(t *testing.T) {
 	tests := []struct {
 		name      string
 		err       error
-		category  string
+		category  vocab.Category
 		transient bool
 	}{
-		{"401", gerr(401, ""), warehouse.CategoryAuthentication, false},
-		{"403 accessDenied", gerr(403, "accessDenied"), warehouse.CategoryPermission, false},
-		{"403 rateLimitExceeded", gerr(403, "rateLimitExceeded"), warehouse.CategoryConnection, true},
-		{"404 notFound", gerr(404, "notFound"), warehouse.CategoryQuery, false},
-		{"400 invalidQuery", gerr(400, "invalidQuery"), warehouse.CategoryQuery, false},
-		{"400 bytesBilledLimitExceeded", gerr(400, "bytesBilledLimitExceeded"), warehouse.CategoryQuery, false},
-		{"500 backendError", gerr(500, "backendError"), warehouse.CategoryConnection, true},
-		{"503", gerr(503, ""), warehouse.CategoryConnection, true},
-		{"job error", &bigquery.Error{Reason: "invalidQuery", Message: "Syntax error"}, warehouse.CategoryQuery, false},
-		{"grpc unavailable", status.Error(codes.Unavailable, "down"), warehouse.CategoryConnection, true},
-		{"grpc unauthenticated", status.Error(codes.Unauthenticated, "no"), warehouse.CategoryAuthentication, false},
-		{"grpc permission", status.Error(codes.PermissionDenied, "no"), warehouse.CategoryPermission, false},
+		{"401", gerr(401, ""), vocab.CategoryAuthentication, false},
+		{"403 accessDenied", gerr(403, "accessDenied"), vocab.CategoryPermission, false},
+		{"403 rateLimitExceeded", gerr(403, "rateLimitExceeded"), vocab.CategoryConnection, true},
+		{"404 notFound", gerr(404, "notFound"), vocab.CategoryQuery, false},
+		{"400 invalidQuery", gerr(400, "invalidQuery"), vocab.CategoryQuery, false},
+		{"400 bytesBilledLimitExceeded", gerr(400, "bytesBilledLimitExceeded"), vocab.CategoryQuery, false},
+		{"500 backendError", gerr(500, "backendError"), vocab.CategoryConnection, true},
+		{"503", gerr(503, ""), vocab.CategoryConnection, true},
+		{"job error", &bigquery.Error{Reason: "invalidQuery", Message: "Syntax error"}, vocab.CategoryQuery, false},
+		{"grpc unavailable", status.Error(codes.Unavailable, "down"), vocab.CategoryConnection, true},
+		{"grpc unauthenticated", status.Error(codes.Unauthenticated, "no"), vocab.CategoryAuthentication, false},
+		{"grpc permission", status.Error(codes.PermissionDenied, "no"), vocab.CategoryPermission, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -291,7 +292,7 @@ func TestOpenConfigErrors(t *testing.T) {
 		{Name: "bq", Kind: "bigquery", ProjectID: "p", Endpoint: "::not a url"},
 	} {
 		_, err := Open(context.Background(), cfg, option.WithoutAuthentication())
-		if cat, _ := warehouse.Categorize(err); cat != warehouse.CategoryConfig {
+		if cat, _ := warehouse.Categorize(err); cat != vocab.CategoryConfig {
 			t.Errorf("Open(%+v) = %v, want CONNECTION_CONFIG_ERROR", cfg, err)
 		}
 	}
@@ -331,7 +332,7 @@ func TestLiveBigQuery(t *testing.T) {
 		t.Fatalf("Fingerprint = %q, %v", fp, err)
 	}
 	_, err = src.Count(ctx, "SELECT 1 FROM `sluice_no_such_dataset.t` WHERE @date IS NOT NULL", day)
-	if cat, _ := warehouse.Categorize(err); cat != warehouse.CategoryQuery {
+	if cat, _ := warehouse.Categorize(err); cat != vocab.CategoryQuery {
 		t.Fatalf("missing table: %v, want QUERY_ERROR", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -24,11 +25,11 @@ func (s *Source) classify(parent, ctx context.Context, op string, err error) err
 		return fmt.Errorf("%s: %w", op, parent.Err())
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &warehouse.Error{Category: warehouse.CategoryTimeout, Transient: true,
+		return &warehouse.Error{Category: vocab.CategoryTimeout, Transient: true,
 			Err: fmt.Errorf("%s: exceeded query_timeout %s: %w", op, s.cfg.QueryTimeout, context.DeadlineExceeded)}
 	}
 	category, transient := categorize(err)
-	if category == warehouse.CategoryQuery && reason(err) == "bytesBilledLimitExceeded" {
+	if category == vocab.CategoryQuery && reason(err) == "bytesBilledLimitExceeded" {
 		err = fmt.Errorf("query would bill more than maximum_bytes_billed (%d bytes): %w", s.cfg.MaximumBytesBilled, err)
 	}
 	return &warehouse.Error{Category: category, Transient: transient, Err: fmt.Errorf("%s: %w", op, err)}
@@ -50,51 +51,51 @@ func reason(err error) string {
 // categorize maps BigQuery's HTTP codes and reasons
 // (https://cloud.google.com/bigquery/docs/error-messages) and the Storage
 // Read API's gRPC codes to Sluice's categories.
-func categorize(err error) (string, bool) {
+func categorize(err error) (vocab.Category, bool) {
 	switch reason(err) {
 	case "authError":
-		return warehouse.CategoryAuthentication, false
+		return vocab.CategoryAuthentication, false
 	case "accessDenied", "billingNotEnabled", "billingTierLimitExceeded":
-		return warehouse.CategoryPermission, false
+		return vocab.CategoryPermission, false
 	case "invalidQuery", "invalid", "notFound", "duplicate", "resourcesExceeded", "responseTooLarge", "bytesBilledLimitExceeded":
-		return warehouse.CategoryQuery, false
+		return vocab.CategoryQuery, false
 	case "backendError", "internalError", "rateLimitExceeded", "jobRateLimitExceeded", "quotaExceeded", "jobBackendError", "jobInternalError":
-		return warehouse.CategoryConnection, true
+		return vocab.CategoryConnection, true
 	}
 	var ge *googleapi.Error
 	if errors.As(err, &ge) {
 		switch {
 		case ge.Code == 401:
-			return warehouse.CategoryAuthentication, false
+			return vocab.CategoryAuthentication, false
 		case ge.Code == 403:
-			return warehouse.CategoryPermission, false
+			return vocab.CategoryPermission, false
 		case ge.Code == 400 || ge.Code == 404:
-			return warehouse.CategoryQuery, false
+			return vocab.CategoryQuery, false
 		case ge.Code == 408 || ge.Code == 429 || ge.Code >= 500:
-			return warehouse.CategoryConnection, true
+			return vocab.CategoryConnection, true
 		}
-		return warehouse.CategoryQuery, false
+		return vocab.CategoryQuery, false
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
 		switch st.Code() {
 		case codes.Unauthenticated:
-			return warehouse.CategoryAuthentication, false
+			return vocab.CategoryAuthentication, false
 		case codes.PermissionDenied:
-			return warehouse.CategoryPermission, false
+			return vocab.CategoryPermission, false
 		case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
-			return warehouse.CategoryQuery, false
+			return vocab.CategoryQuery, false
 		case codes.Unavailable, codes.ResourceExhausted, codes.Aborted, codes.Internal, codes.DeadlineExceeded:
-			return warehouse.CategoryConnection, true
+			return vocab.CategoryConnection, true
 		}
 	}
 	var ue *url.Error
 	var ne net.Error
 	if errors.As(err, &ue) || errors.As(err, &ne) {
-		return warehouse.CategoryConnection, true
+		return vocab.CategoryConnection, true
 	}
 	// Credentials that cannot produce a token fail before any request.
 	if msg := err.Error(); strings.Contains(msg, "oauth2") || strings.Contains(msg, "credentials") {
-		return warehouse.CategoryAuthentication, false
+		return vocab.CategoryAuthentication, false
 	}
-	return warehouse.CategoryInternal, false
+	return vocab.CategoryInternal, false
 }

@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -80,7 +81,7 @@ func Open(ctx context.Context, cfg config.Connection, opts ...option.ClientOptio
 // OpenWith is Open with control over both clients.
 func OpenWith(ctx context.Context, cfg config.Connection, o Options) (*Source, error) {
 	if cfg.ProjectID == "" {
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: errors.New("bigquery connection has no project_id")}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: errors.New("bigquery connection has no project_id")}
 	}
 	var base, rest, storage []option.ClientOption
 	plaintext := false
@@ -88,7 +89,7 @@ func OpenWith(ctx context.Context, cfg config.Connection, o Options) (*Source, e
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
 		if err != nil || u.Host == "" {
-			return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("bigquery endpoint %q is not a URL", cfg.Endpoint)}
+			return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("bigquery endpoint %q is not a URL", cfg.Endpoint)}
 		}
 		host = u.Host
 		plaintext = u.Scheme == "http"
@@ -110,7 +111,7 @@ func OpenWith(ctx context.Context, cfg config.Connection, o Options) (*Source, e
 	rest = append(append(append([]option.ClientOption(nil), base...), rest...), o.ClientOptions...)
 	client, err := bigquery.NewClient(ctx, cfg.ProjectID, rest...)
 	if err != nil {
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("create bigquery client: %w", err)}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("create bigquery client: %w", err)}
 	}
 	client.Location = cfg.Location
 	s := &Source{cfg: cfg, client: client}
@@ -124,7 +125,7 @@ func OpenWith(ctx context.Context, cfg config.Connection, o Options) (*Source, e
 		conn, err := grpc.NewClient(host, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			client.Close()
-			return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("dial bigquery storage at %s: %w", host, err)}
+			return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("dial bigquery storage at %s: %w", host, err)}
 		}
 		s.grpc = conn
 		storage = []option.ClientOption{option.WithGRPCConn(conn), option.WithoutAuthentication()}
@@ -136,7 +137,7 @@ func OpenWith(ctx context.Context, cfg config.Connection, o Options) (*Source, e
 	read, err := bqstorage.NewBigQueryReadClient(ctx, storage...)
 	if err != nil {
 		s.Close()
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("create bigquery storage read client: %w", err)}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("create bigquery storage read client: %w", err)}
 	}
 	s.read = read
 	return s, nil

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/bigquery/bqtest"
 	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
@@ -197,7 +198,7 @@ func TestReadFailsPartWay(t *testing.T) {
 		whole := streamFrom(t, src, nil, 0)
 		srv.InjectReadFault(bqtest.ReadFault{AfterRows: 450, Code: codes.PermissionDenied, Message: "no getData", Times: 1})
 		failed := streamFrom(t, src, nil, 0)
-		if cat, _ := warehouse.Categorize(failed.err); cat != warehouse.CategoryPermission || len(failed.batches) != 4 {
+		if cat, _ := warehouse.Categorize(failed.err); cat != vocab.CategoryPermission || len(failed.batches) != 4 {
 			t.Fatalf("StreamFrom = %d batches, %v (%s); want 4 batches and a PERMISSION_ERROR", len(failed.batches), failed.err, cat)
 		}
 		executed := srv.Stats().Executed

@@ -7,6 +7,7 @@ import (
 
 	bindings "github.com/duckdb/duckdb-go-bindings"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -53,7 +54,7 @@ func readerFor(c column, t bindings.Type) (reader, error) {
 		}
 	}
 	if r == nil {
-		return nil, &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("column %s (%s): DuckDB returned type %d", c.spec.Name, c.spec.DBType, t)}
+		return nil, &warehouse.Error{Category: vocab.CategoryInternal, Err: fmt.Errorf("column %s (%s): DuckDB returned type %d", c.spec.Name, c.spec.DBType, t)}
 	}
 	return r, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"cloud.google.com/go/civil"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -134,5 +135,5 @@ func appendValue(b *warehouse.Batch, i int, c column, v any) error {
 }
 
 func mismatch(c column, v any) error {
-	return &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("column %s (%s): driver returned %T", c.spec.Name, c.spec.DBType, v)}
+	return &warehouse.Error{Category: vocab.CategoryInternal, Err: fmt.Errorf("column %s (%s): driver returned %T", c.spec.Name, c.spec.DBType, v)}
 }

@@ -16,6 +16,7 @@ import (
 	duckdb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -43,11 +44,11 @@ var _ warehouse.Source = (*Source)(nil)
 // a limit, against ~250 and ~440 MiB unbounded.
 func Open(cfg config.Connection) (*Source, error) {
 	if cfg.Path == "" {
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: errors.New("open duckdb: no database path")}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: errors.New("open duckdb: no database path")}
 	}
 	db, err := sql.Open("duckdb", cfg.Path)
 	if err != nil {
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("open duckdb %s: %w", cfg.Path, err)}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("open duckdb %s: %w", cfg.Path, err)}
 	}
 	if err := db.Ping(); err != nil {
 		db.Close()
@@ -78,7 +79,7 @@ func setMemoryLimit(db *sql.DB, limit string) error {
 		limit = config.DefaultDuckDBMemoryLimit
 	}
 	if !config.ValidMemoryLimit(limit) { // it goes into the SQL text: SET takes no parameters
-		return &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("duckdb memory_limit %q is not a size like 128MB", limit)}
+		return &warehouse.Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("duckdb memory_limit %q is not a size like 128MB", limit)}
 	}
 	if _, err := db.Exec("SET GLOBAL memory_limit = '" + limit + "'"); err != nil {
 		return categorize(fmt.Errorf("set duckdb memory_limit %s: %w", limit, err))
@@ -223,7 +224,7 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 		sqlText += " LIMIT " + strconv.Itoa(limit)
 	}
 	if len(cols) == 0 {
-		return 0, &warehouse.Error{Category: warehouse.CategoryQuery, Err: errors.New("query returns no columns")}
+		return 0, &warehouse.Error{Category: vocab.CategoryQuery, Err: errors.New("query returns no columns")}
 	}
 	q, err := startStreaming(ctx, s.native, sqlText, day.String())
 	if err != nil {
@@ -265,7 +266,7 @@ func (s *Source) stream(ctx context.Context, query string, day civil.Date, batch
 
 func readersFor(cols []column, types []bindings.Type) ([]reader, error) {
 	if len(types) != len(cols) {
-		return nil, &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("query returned %d columns, described %d", len(types), len(cols))}
+		return nil, &warehouse.Error{Category: vocab.CategoryInternal, Err: fmt.Errorf("query returned %d columns, described %d", len(types), len(cols))}
 	}
 	readers := make([]reader, len(cols))
 	for i, c := range cols {
@@ -394,11 +395,11 @@ func categorize(err error) error {
 		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &warehouse.Error{Category: warehouse.CategoryTimeout, Transient: true, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryTimeout, Transient: true, Err: err}
 	}
 	var de *duckdb.Error
 	if !errors.As(err, &de) {
-		return &warehouse.Error{Category: warehouse.CategoryInternal, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryInternal, Err: err}
 	}
 	switch de.Type {
 	case duckdb.ErrorTypeCatalog, duckdb.ErrorTypeParser, duckdb.ErrorTypeSyntax, duckdb.ErrorTypeBinder,
@@ -406,16 +407,16 @@ func categorize(err error) error {
 		duckdb.ErrorTypeMismatchType, duckdb.ErrorTypeInvalidType, duckdb.ErrorTypeParameterNotResolved,
 		duckdb.ErrorTypeParameterNotAllowed, duckdb.ErrorTypeNotImplemented, duckdb.ErrorTypeDecimal,
 		duckdb.ErrorTypeExpression, duckdb.ErrorTypePlanner, duckdb.ErrorTypeMissingExtension:
-		return &warehouse.Error{Category: warehouse.CategoryQuery, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryQuery, Err: err}
 	case duckdb.ErrorTypePermission:
-		return &warehouse.Error{Category: warehouse.CategoryPermission, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryPermission, Err: err}
 	case duckdb.ErrorTypeIO, duckdb.ErrorTypeConnection, duckdb.ErrorTypeNetwork, duckdb.ErrorTypeHTTP, duckdb.ErrorTypeTransaction:
-		return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryConnection, Transient: true, Err: err}
 	case duckdb.ErrorTypeInterrupt:
-		return &warehouse.Error{Category: warehouse.CategoryTimeout, Transient: true, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryTimeout, Transient: true, Err: err}
 	case duckdb.ErrorTypeOutOfMemory:
-		return &warehouse.Error{Category: warehouse.CategoryInternal, Transient: true, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryInternal, Transient: true, Err: err}
 	default:
-		return &warehouse.Error{Category: warehouse.CategoryInternal, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryInternal, Err: err}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/demo"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
 	"github.com/sluicehq/sluice/schemas"
@@ -150,8 +151,8 @@ func TestQueryTimeoutAndConcurrency(t *testing.T) {
 	day := civil.Date{Year: 2024, Month: 1, Day: 1}
 	// A cross join large enough to outlast the timeout by far.
 	_, err = src.Count(context.Background(), "SELECT * FROM range(100000000) a, range(100000000) b WHERE CAST($1 AS DATE) IS NOT NULL AND a.range + b.range = -1", day)
-	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryTimeout || !transient {
-		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, warehouse.CategoryTimeout)
+	if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryTimeout || !transient {
+		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, vocab.CategoryTimeout)
 	}
 	_, release, err := src.slots.Acquire(context.Background()) // hold the only slot
 	if err != nil {
@@ -351,7 +352,7 @@ func TestMemoryLimit(t *testing.T) {
 	}
 	_, err = Open(config.Connection{Name: "bad", Kind: "duckdb", Path: filepath.Join(t.TempDir(), "bad.duckdb"), MemoryLimit: "1GB'; DROP TABLE x; --"})
 	var we *warehouse.Error
-	if !errors.As(err, &we) || we.Category != warehouse.CategoryConfig {
-		t.Fatalf("Open with a malformed memory_limit = %v, want a %s", err, warehouse.CategoryConfig)
+	if !errors.As(err, &we) || we.Category != vocab.CategoryConfig {
+		t.Fatalf("Open with a malformed memory_limit = %v, want a %s", err, vocab.CategoryConfig)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"cloud.google.com/go/civil"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -193,8 +194,8 @@ func TestStreamEmitsBeforeTheEnd(t *testing.T) {
 		emitted += b.Rows
 		return nil
 	})
-	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryQuery || transient {
-		t.Fatalf("Stream = %v; category %s transient %v, want %s", err, cat, transient, warehouse.CategoryQuery)
+	if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryQuery || transient {
+		t.Fatalf("Stream = %v; category %s transient %v, want %s", err, cat, transient, vocab.CategoryQuery)
 	}
 	if emitted == 0 || n != int64(emitted) || emitted > failAt {
 		t.Fatalf("Stream emitted %d rows (returned %d) before failing at row %d; want some, not past it", emitted, n, failAt)
@@ -254,8 +255,8 @@ func TestStreamQueryTimeout(t *testing.T) {
 	}
 	defer src.Close()
 	_, err = src.Stream(context.Background(), slowQuery, streamDay, 100, func(*warehouse.Batch) error { return nil })
-	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryTimeout || !transient {
-		t.Fatalf("Stream past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, warehouse.CategoryTimeout)
+	if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryTimeout || !transient {
+		t.Fatalf("Stream past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, vocab.CategoryTimeout)
 	}
 }
 
@@ -271,8 +272,8 @@ func TestStreamErrors(t *testing.T) {
 		{"error()", "SELECT error('boom ' || n) AS v FROM nums WHERE CAST($1 AS DATE) IS NOT NULL"},
 	} {
 		_, err := src.Stream(context.Background(), tt.query, streamDay, 100, func(*warehouse.Batch) error { return nil })
-		if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryQuery || transient {
-			t.Errorf("%s: Stream = %v; category %s transient %v, want %s", tt.name, err, cat, transient, warehouse.CategoryQuery)
+		if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryQuery || transient {
+			t.Errorf("%s: Stream = %v; category %s transient %v, want %s", tt.name, err, cat, transient, vocab.CategoryQuery)
 		}
 	}
 }

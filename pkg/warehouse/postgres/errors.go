@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 )
 
@@ -25,41 +26,41 @@ func (s *Source) categorize(parent context.Context, err error) error {
 	return &warehouse.Error{Category: category(err), Transient: transient(err), Err: redact(err, s.secret)}
 }
 
-func category(err error) string {
+func category(err error) vocab.Category {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		code := pe.Code
 		switch {
 		case strings.HasPrefix(code, "28"):
-			return warehouse.CategoryAuthentication
+			return vocab.CategoryAuthentication
 		case code == "42501":
-			return warehouse.CategoryPermission
+			return vocab.CategoryPermission
 		case code == "57014":
-			return warehouse.CategoryTimeout
+			return vocab.CategoryTimeout
 		case code == "3D000": // the database does not exist
-			return warehouse.CategoryConfig
+			return vocab.CategoryConfig
 		case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "53"), strings.HasPrefix(code, "57P"), strings.HasPrefix(code, "40"):
-			return warehouse.CategoryConnection
+			return vocab.CategoryConnection
 		case strings.HasPrefix(code, "XX"):
-			return warehouse.CategoryInternal
+			return vocab.CategoryInternal
 		default: // 42 syntax/undefined objects, 22 data, 0A unsupported, ...
-			return warehouse.CategoryQuery
+			return vocab.CategoryQuery
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return warehouse.CategoryTimeout
+		return vocab.CategoryTimeout
 	}
 	var ne net.Error
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) {
-		return warehouse.CategoryConnection
+		return vocab.CategoryConnection
 	}
-	return warehouse.CategoryInternal
+	return vocab.CategoryInternal
 }
 
 func transient(err error) bool {
 	switch category(err) {
-	case warehouse.CategoryConnection, warehouse.CategoryTimeout:
+	case vocab.CategoryConnection, vocab.CategoryTimeout:
 		return true
 	}
 	return false

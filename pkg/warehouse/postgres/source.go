@@ -27,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -59,11 +60,11 @@ var _ warehouse.Source = (*Source)(nil)
 func Open(ctx context.Context, cfg config.Connection) (*Source, error) {
 	dsn, secret, err := buildDSN(cfg)
 	if err != nil {
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: redact(fmt.Errorf("connection %s: %w", cfg.Name, err), secret)}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: redact(fmt.Errorf("connection %s: %w", cfg.Name, err), secret)}
 	}
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: redact(fmt.Errorf("connection %s: parse dsn: %w", cfg.Name, err), secret)}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: redact(fmt.Errorf("connection %s: parse dsn: %w", cfg.Name, err), secret)}
 	}
 	n := max(cfg.MaxConcurrency, 1)
 	pc.MaxConns = int32(n)
@@ -325,7 +326,7 @@ func (s *Source) stream(ctx context.Context, sqlText string, day civil.Date, bat
 		if err := rows.Err(); err != nil {
 			return 0, s.categorize(parent, err)
 		}
-		return 0, &warehouse.Error{Category: warehouse.CategoryQuery, Err: errors.New("query returns no columns")}
+		return 0, &warehouse.Error{Category: vocab.CategoryQuery, Err: errors.New("query returns no columns")}
 	}
 	cols := make([]column, len(fields))
 	specs := make([]warehouse.ColumnSpec, len(fields))
@@ -346,7 +347,7 @@ func (s *Source) stream(ctx context.Context, sqlText string, day civil.Date, bat
 	for rows.Next() {
 		for i, raw := range rows.RawValues() {
 			if err := cols[i].append(&batch, i, m, raw); err != nil {
-				return total, &warehouse.Error{Category: warehouse.CategoryInternal, Err: fmt.Errorf("column %s (%s): %w", specs[i].Name, specs[i].DBType, err)}
+				return total, &warehouse.Error{Category: vocab.CategoryInternal, Err: fmt.Errorf("column %s (%s): %w", specs[i].Name, specs[i].DBType, err)}
 			}
 		}
 		batch.EndRow()

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/warehousetest"
 	"github.com/sluicehq/sluice/schemas"
@@ -197,23 +198,23 @@ func TestPostgresSpecificTypes(t *testing.T) {
 func TestCategory(t *testing.T) {
 	tests := []struct {
 		err       error
-		category  string
+		category  vocab.Category
 		transient bool
 	}{
-		{&pgconn.PgError{Code: "28P01"}, warehouse.CategoryAuthentication, false},
-		{&pgconn.PgError{Code: "28000"}, warehouse.CategoryAuthentication, false},
-		{&pgconn.PgError{Code: "42501"}, warehouse.CategoryPermission, false},
-		{&pgconn.PgError{Code: "42P01"}, warehouse.CategoryQuery, false},
-		{&pgconn.PgError{Code: "42703"}, warehouse.CategoryQuery, false},
-		{&pgconn.PgError{Code: "42601"}, warehouse.CategoryQuery, false},
-		{&pgconn.PgError{Code: "22012"}, warehouse.CategoryQuery, false},
-		{&pgconn.PgError{Code: "08006"}, warehouse.CategoryConnection, true},
-		{&pgconn.PgError{Code: "57P01"}, warehouse.CategoryConnection, true},
-		{&pgconn.PgError{Code: "57014"}, warehouse.CategoryTimeout, true},
-		{&pgconn.PgError{Code: "3D000"}, warehouse.CategoryConfig, false},
-		{fmt.Errorf("query: %w", context.DeadlineExceeded), warehouse.CategoryTimeout, true},
-		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, warehouse.CategoryConnection, true},
-		{io.ErrUnexpectedEOF, warehouse.CategoryConnection, true},
+		{&pgconn.PgError{Code: "28P01"}, vocab.CategoryAuthentication, false},
+		{&pgconn.PgError{Code: "28000"}, vocab.CategoryAuthentication, false},
+		{&pgconn.PgError{Code: "42501"}, vocab.CategoryPermission, false},
+		{&pgconn.PgError{Code: "42P01"}, vocab.CategoryQuery, false},
+		{&pgconn.PgError{Code: "42703"}, vocab.CategoryQuery, false},
+		{&pgconn.PgError{Code: "42601"}, vocab.CategoryQuery, false},
+		{&pgconn.PgError{Code: "22012"}, vocab.CategoryQuery, false},
+		{&pgconn.PgError{Code: "08006"}, vocab.CategoryConnection, true},
+		{&pgconn.PgError{Code: "57P01"}, vocab.CategoryConnection, true},
+		{&pgconn.PgError{Code: "57014"}, vocab.CategoryTimeout, true},
+		{&pgconn.PgError{Code: "3D000"}, vocab.CategoryConfig, false},
+		{fmt.Errorf("query: %w", context.DeadlineExceeded), vocab.CategoryTimeout, true},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, vocab.CategoryConnection, true},
+		{io.ErrUnexpectedEOF, vocab.CategoryConnection, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.err.Error(), func(t *testing.T) {
@@ -234,24 +235,24 @@ func TestOpenErrors(t *testing.T) {
 	tests := []struct {
 		name     string
 		cfg      config.Connection
-		category string
+		category vocab.Category
 	}{
 		{"unknown role", func() config.Connection {
 			c := connection(KindPostgres, db)
 			c.User, c.PasswordEnv = "sluice_no_such_role", "SLUICE_TEST_PG_PASSWORD"
 			return c
-		}(), warehouse.CategoryAuthentication},
-		{"unknown database", connection(KindPostgres, "sluice_no_such_database"), warehouse.CategoryConfig},
+		}(), vocab.CategoryAuthentication},
+		{"unknown database", connection(KindPostgres, "sluice_no_such_database"), vocab.CategoryConfig},
 		{"nothing listening", func() config.Connection {
 			c := connection(KindRedshift, db)
 			c.Port, c.PasswordEnv = 1, "SLUICE_TEST_PG_PASSWORD"
 			return c
-		}(), warehouse.CategoryConnection},
-		{"empty dsn env", config.Connection{Name: "x", Kind: KindPostgres, DSNEnv: "SLUICE_TEST_UNSET_DSN"}, warehouse.CategoryConfig},
+		}(), vocab.CategoryConnection},
+		{"empty dsn env", config.Connection{Name: "x", Kind: KindPostgres, DSNEnv: "SLUICE_TEST_UNSET_DSN"}, vocab.CategoryConfig},
 		{"bad dsn", func() config.Connection {
 			t.Setenv("SLUICE_TEST_BAD_DSN", "postgres://u:"+password+"@127.0.0.1:notaport/db")
 			return config.Connection{Name: "x", Kind: KindPostgres, DSNEnv: "SLUICE_TEST_BAD_DSN"}
-		}(), warehouse.CategoryConfig},
+		}(), vocab.CategoryConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,8 +304,8 @@ func TestQueryTimeoutAndConcurrency(t *testing.T) {
 	cfg.MaxConcurrency = 1
 	src := openSource(t, cfg)
 	_, err := src.Count(context.Background(), "SELECT pg_sleep(30) WHERE $1::date IS NOT NULL", civil.Date{Year: 2024, Month: 1, Day: 1})
-	if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryTimeout || !transient {
-		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, warehouse.CategoryTimeout)
+	if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryTimeout || !transient {
+		t.Fatalf("Count past the timeout = %v; category %s transient %v, want %s transient", err, cat, transient, vocab.CategoryTimeout)
 	}
 	// With the one slot held, a second query waits and gives up with its context.
 	_, release, err := src.slots.Acquire(context.Background())

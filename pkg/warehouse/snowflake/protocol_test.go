@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 	"github.com/sluicehq/sluice/schemas"
@@ -101,14 +102,14 @@ func TestErrorsAreCategorized(t *testing.T) {
 	tests := []struct {
 		name, query string
 		expire      bool
-		cat         string
+		cat         vocab.Category
 		transient   bool
 		code        string
 	}{
-		{"missing table", "SELECT ID FROM missing WHERE day = ?", false, warehouse.CategoryQuery, false, "002003"},
-		{"syntax", "SELEC ID FROM big WHERE day = ?", false, warehouse.CategoryQuery, false, "001003"},
-		{"missing column", "SELECT NOPE FROM big WHERE day = ?", false, warehouse.CategoryQuery, false, "000904"},
-		{"expired chunk url", bigQuery, true, warehouse.CategoryConnection, true, "262000"},
+		{"missing table", "SELECT ID FROM missing WHERE day = ?", false, vocab.CategoryQuery, false, "002003"},
+		{"syntax", "SELEC ID FROM big WHERE day = ?", false, vocab.CategoryQuery, false, "001003"},
+		{"missing column", "SELECT NOPE FROM big WHERE day = ?", false, vocab.CategoryQuery, false, "000904"},
+		{"expired chunk url", bigQuery, true, vocab.CategoryConnection, true, "262000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +213,7 @@ func TestEncryptedPrivateKeyIsRejectedWithoutPassphrase(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Open(context.Background(), config.Connection{Name: "sf", Account: "a", User: "u", PrivateKeyFile: path})
-	if cat, _ := warehouse.Categorize(err); cat != warehouse.CategoryConfig || !containsStr(err.Error(), "private_key_passphrase_env") {
+	if cat, _ := warehouse.Categorize(err); cat != vocab.CategoryConfig || !containsStr(err.Error(), "private_key_passphrase_env") {
 		t.Fatalf("error %v, want a config error naming private_key_passphrase_env", err)
 	}
 }

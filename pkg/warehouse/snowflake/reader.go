@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	sf "github.com/snowflakedb/gosnowflake"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -206,7 +207,7 @@ func chunkError(err error) error {
 	if errors.As(err, &we) {
 		return err
 	}
-	return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+	return &warehouse.Error{Category: vocab.CategoryConnection, Transient: true, Err: err}
 }
 
 // arrowBatchesOf is the result's chunks as arrow batches.

@@ -57,6 +57,7 @@ import (
 	sf "github.com/snowflakedb/gosnowflake"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -74,7 +75,7 @@ var _ warehouse.Source = (*Source)(nil)
 func Open(ctx context.Context, cfg config.Connection) (*Source, error) {
 	sfc, err := driverConfig(cfg)
 	if err != nil {
-		return nil, &warehouse.Error{Category: warehouse.CategoryConfig, Err: fmt.Errorf("snowflake connection %s: %w", cfg.Name, err)}
+		return nil, &warehouse.Error{Category: vocab.CategoryConfig, Err: fmt.Errorf("snowflake connection %s: %w", cfg.Name, err)}
 	}
 	db := sql.OpenDB(sf.NewConnector(sf.SnowflakeDriver{}, *sfc))
 	if cfg.MaxConcurrency > 0 {
@@ -323,37 +324,37 @@ func classify(err error) error {
 		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &warehouse.Error{Category: warehouse.CategoryTimeout, Transient: true, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryTimeout, Transient: true, Err: err}
 	}
 	var se *sf.SnowflakeError
 	if errors.As(err, &se) {
 		switch n := se.Number; {
 		case n == errSessionExpired || n == errMasterTokenExpired:
-			return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+			return &warehouse.Error{Category: vocab.CategoryConnection, Transient: true, Err: err}
 		case n == errIncorrectPassword || n == errInvalidJWT || (n >= 390000 && n < 391000):
-			return &warehouse.Error{Category: warehouse.CategoryAuthentication, Err: err}
+			return &warehouse.Error{Category: vocab.CategoryAuthentication, Err: err}
 		case n == errObjectNotFound:
-			return &warehouse.Error{Category: warehouse.CategoryQuery,
+			return &warehouse.Error{Category: vocab.CategoryQuery,
 				Err: fmt.Errorf("%w (check the name, and that the connection's role has USAGE on the database and schema and SELECT on the table)", err)}
 		case n == errStatementTimeout || n == errStatementCanceled:
-			return &warehouse.Error{Category: warehouse.CategoryTimeout, Transient: true, Err: err}
+			return &warehouse.Error{Category: vocab.CategoryTimeout, Transient: true, Err: err}
 		case n == errWarehouseNotRunning:
-			return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+			return &warehouse.Error{Category: vocab.CategoryConnection, Transient: true, Err: err}
 		case n == sf.ErrFailedToGetChunk:
-			return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true,
+			return &warehouse.Error{Category: vocab.CategoryConnection, Transient: true,
 				Err: fmt.Errorf("%w (result chunk download failed again after fetching the result anew by query id)", err)}
 		case n >= 260000 && n < 270000, strings.HasPrefix(se.SQLState, "08"):
-			return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+			return &warehouse.Error{Category: vocab.CategoryConnection, Transient: true, Err: err}
 		case n == errSyntax || n == errInvalidIdentifier || strings.HasPrefix(se.SQLState, "42"):
-			return &warehouse.Error{Category: warehouse.CategoryQuery, Err: err}
+			return &warehouse.Error{Category: vocab.CategoryQuery, Err: err}
 		default:
-			return &warehouse.Error{Category: warehouse.CategoryQuery, Err: err}
+			return &warehouse.Error{Category: vocab.CategoryQuery, Err: err}
 		}
 	}
 	var ne net.Error
 	var ue *url.Error
 	if errors.As(err, &ne) || errors.As(err, &ue) || errors.Is(err, driver.ErrBadConn) {
-		return &warehouse.Error{Category: warehouse.CategoryConnection, Transient: true, Err: err}
+		return &warehouse.Error{Category: vocab.CategoryConnection, Transient: true, Err: err}
 	}
 	return err
 }

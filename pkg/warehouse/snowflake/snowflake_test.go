@@ -16,6 +16,7 @@ import (
 	"cloud.google.com/go/civil"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/pkg/warehouse/snowflake/sftest"
 	"github.com/sluicehq/sluice/schemas"
@@ -239,17 +240,17 @@ func TestPasswordAndJWTLogin(t *testing.T) {
 	tests := []struct {
 		name     string
 		edit     func(*config.Connection)
-		wantCat  string // "" = success
+		wantCat  vocab.Category // "" = success
 		wantAuth int
 	}{
 		{"password", func(*config.Connection) {}, "", 1},
-		{"wrong password", func(c *config.Connection) { c.PasswordEnv = wrongPasswordEnv }, warehouse.CategoryAuthentication, 0},
+		{"wrong password", func(c *config.Connection) { c.PasswordEnv = wrongPasswordEnv }, vocab.CategoryAuthentication, 0},
 		{"jwt", func(c *config.Connection) { c.User, c.PasswordEnv, c.PrivateKeyFile = "keyuser", "", keyFile }, "", 1},
 		{"jwt wrong key", func(c *config.Connection) {
 			c.User, c.PasswordEnv, c.PrivateKeyFile = "keyuser", "", writeKey(t, other)
-		}, warehouse.CategoryAuthentication, 0},
-		{"jwt unknown user", func(c *config.Connection) { c.User, c.PasswordEnv, c.PrivateKeyFile = "nobody", "", keyFile }, warehouse.CategoryAuthentication, 0},
-		{"no credentials", func(c *config.Connection) { c.PasswordEnv = "" }, warehouse.CategoryConfig, 0},
+		}, vocab.CategoryAuthentication, 0},
+		{"jwt unknown user", func(c *config.Connection) { c.User, c.PasswordEnv, c.PrivateKeyFile = "nobody", "", keyFile }, vocab.CategoryAuthentication, 0},
+		{"no credentials", func(c *config.Connection) { c.PasswordEnv = "" }, vocab.CategoryConfig, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 
 	"cloud.google.com/go/civil"
 
+	"github.com/sluicehq/sluice/pkg/vocab"
 	"github.com/sluicehq/sluice/pkg/warehouse"
 	"github.com/sluicehq/sluice/schemas"
 )
@@ -529,8 +530,8 @@ func testErrors(t *testing.T, h Harness, src warehouse.Source, exec func(testing
 				if !errors.As(err, &we) {
 					t.Fatalf("%s: error %v is not a *warehouse.Error", op, err)
 				}
-				if cat, transient := warehouse.Categorize(err); cat != warehouse.CategoryQuery || transient {
-					t.Errorf("%s: category %s transient %v, want %s not transient (%v)", op, cat, transient, warehouse.CategoryQuery, err)
+				if cat, transient := warehouse.Categorize(err); cat != vocab.CategoryQuery || transient {
+					t.Errorf("%s: category %s transient %v, want %s not transient (%v)", op, cat, transient, vocab.CategoryQuery, err)
 				}
 			}
 		})
