@@ -86,16 +86,21 @@ func (t swapTx) RetireAbandoned(ctx context.Context, end store.RunEnd, keep int6
 	return gone, nil
 }
 
+// xidList is the placeholders and arguments of an IN list of xids.
+func xidList(xids []int64) (string, []any) {
+	args := make([]any, len(xids))
+	for i, x := range xids {
+		args[i] = x
+	}
+	return strings.TrimSuffix(strings.Repeat("?,", len(xids)), ","), args
+}
+
 // Purge deletes the records staged under xids.
 func (t swapTx) Purge(ctx context.Context, xids []int64) error {
 	if len(xids) == 0 {
 		return nil
 	}
-	marks := strings.TrimSuffix(strings.Repeat("?,", len(xids)), ",")
-	args := make([]any, len(xids))
-	for i, x := range xids {
-		args[i] = x
-	}
+	marks, args := xidList(xids)
 	for _, table := range []string{"events", "metrics"} {
 		if _, err := t.c.ExecContext(ctx, `DELETE FROM `+table+` WHERE xid IN (`+marks+`)`, args...); err != nil {
 			return fmt.Errorf("delete %s of extractions %v: %w", table, xids, err)
@@ -109,11 +114,7 @@ func (t swapTx) DropRejects(ctx context.Context, xids []int64) error {
 	if len(xids) == 0 {
 		return nil
 	}
-	marks := strings.TrimSuffix(strings.Repeat("?,", len(xids)), ",")
-	args := make([]any, len(xids))
-	for i, x := range xids {
-		args[i] = x
-	}
+	marks, args := xidList(xids)
 	if _, err := t.c.ExecContext(ctx, `DELETE FROM rejected_rows WHERE (project, extract_id) IN
 		(SELECT project, extract_id FROM extractions WHERE xid IN (`+marks+`))`, args...); err != nil {
 		return fmt.Errorf("delete rejected rows of extractions %v: %w", xids, err)
