@@ -60,7 +60,10 @@ func goldenCases(c *Codecs) []struct {
 			Rejected: []ReasonCount{{Reason: "event_name_missing", Count: 2}},
 			RejectedRows: []RejectedRow{
 				{Position: 6001, Reason: "event_name_missing", Detail: "event_name is null", Values: map[string]string{"user_id": "u2"}},
-				{Position: 6002, Reason: "event_name_missing", Detail: "event_name is empty", Values: map[string]string{"event_name": "", "user_id": "u3"}},
+				// One value per map: Avro writes a map in Go's iteration
+				// order, which is random, so two would make the golden
+				// bytes differ from run to run.
+				{Position: 6002, Reason: "event_name_missing", Detail: "event_name is empty", Values: map[string]string{"event_name": ""}},
 			},
 		}, func() any { return new(MappedBatch) }},
 		{"mapped_metrics", c.MappedBatch, &MappedBatch{
