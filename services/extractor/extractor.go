@@ -558,14 +558,10 @@ func (s *Service) deadLetter(ctx context.Context, rec *kgo.Record, req schemas.I
 	s.metrics.rejected.WithLabelValues(string(reason)).Inc()
 	s.deps.Logger.Warn("ingest request rejected", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "project", req.Project,
 		"reason", reason, "detail", detail, "partition", rec.Partition, "offset", rec.Offset)
-	dl := schemas.DeadLetter{
-		SourceTopic: rec.Topic, Reason: string(reason), Detail: detail, RunID: req.RunID, Project: req.Project,
-		Ingestion: req.Ingestion, Date: req.Date, Position: -1, Values: map[string]string{}, Raw: rec.Value,
-		At: s.deps.Clock().UnixMilli(),
-	}
-	data, err := s.deps.Codecs.Encode(s.deps.Codecs.DeadLetter, &dl)
+	run := schemas.DeadLetter{RunID: req.RunID, Project: req.Project, Ingestion: req.Ingestion, Date: req.Date}
+	dl, err := kafka.MessageDeadLetter(s.deps.Kafka, s.deps.Codecs, rec, run, reason, detail, s.deps.Clock())
 	if err == nil {
-		err = kafka.ProduceSync(ctx, s.client, &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicDeadLetter), Key: rec.Key, Value: data})
+		err = kafka.ProduceSync(ctx, s.client, dl)
 	}
 	if err != nil {
 		s.deps.Logger.Error("publish dead letter", "run_id", req.RunID, "ingestion", req.Ingestion, "day", req.Date, "reason", reason, "err", err)

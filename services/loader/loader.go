@@ -184,7 +184,8 @@ func (s *Service) handle(ctx context.Context, records []*kgo.Record) error {
 		}
 		b := s.decoded[i]
 		if err := c.Decode(c.MappedBatch, rec.Value, b); err != nil {
-			dl, err := s.deadLetter(rec, err)
+			s.deps.Logger.Warn("undecodable mapped batch sent to dead letters", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+			dl, err := kafka.MessageDeadLetter(s.deps.Kafka, s.deps.Codecs, rec, schemas.DeadLetter{}, vocab.ReasonUndecodableMessage, err.Error(), s.deps.Clock())
 			if err != nil {
 				return err
 			}
@@ -349,15 +350,4 @@ func outcomeName(kind string, o store.Outcome) string {
 	default:
 		return "incomplete"
 	}
-}
-
-func (s *Service) deadLetter(src *kgo.Record, cause error) (*kgo.Record, error) {
-	s.deps.Logger.Warn("undecodable mapped batch sent to dead letters", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", cause)
-	dl := schemas.DeadLetter{SourceTopic: src.Topic, Reason: string(vocab.ReasonUndecodableMessage), Detail: cause.Error(),
-		Position: -1, Values: map[string]string{}, Raw: src.Value, At: s.deps.Clock().UnixMilli()}
-	data, err := s.deps.Codecs.Encode(s.deps.Codecs.DeadLetter, &dl)
-	if err != nil {
-		return nil, fmt.Errorf("encode dead letter: %w", err)
-	}
-	return &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicDeadLetter), Key: src.Key, Value: data}, nil
 }

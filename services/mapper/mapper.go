@@ -148,7 +148,7 @@ func (s *Service) mapRecord(rec *kgo.Record) ([]*kgo.Record, error) {
 	raw := &s.raw
 	if err := c.Decode(c.RawBatch, rec.Value, raw); err != nil {
 		// A poison message must not block its partition.
-		dl, derr := s.deadLetter(rec, schemas.DeadLetter{Reason: string(vocab.ReasonUndecodableMessage), Detail: err.Error(), Position: -1, Raw: rec.Value})
+		dl, derr := kafka.MessageDeadLetter(s.deps.Kafka, c, rec, schemas.DeadLetter{}, vocab.ReasonUndecodableMessage, err.Error(), s.deps.Clock())
 		return []*kgo.Record{dl}, derr
 	}
 	m := &s.mapped
@@ -214,17 +214,4 @@ func (s *Service) mapperFor(project, ingestion string) (*mapping.Mapper, error) 
 	}
 	s.mappers[key] = m
 	return m, nil
-}
-
-func (s *Service) deadLetter(src *kgo.Record, dl schemas.DeadLetter) (*kgo.Record, error) {
-	dl.SourceTopic = src.Topic
-	dl.At = s.deps.Clock().UnixMilli()
-	if dl.Values == nil {
-		dl.Values = map[string]string{}
-	}
-	data, err := s.deps.Codecs.Encode(s.deps.Codecs.DeadLetter, &dl)
-	if err != nil {
-		return nil, fmt.Errorf("encode dead letter: %w", err)
-	}
-	return &kgo.Record{Topic: s.deps.Kafka.Topic(schemas.TopicDeadLetter), Key: src.Key, Value: data}, nil
 }
